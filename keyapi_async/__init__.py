@@ -1,0 +1,68 @@
+"""keyapi-async: the asyncio SDK for KeyAPI's TikTok video analytics.
+
+Quick start::
+
+    import keyapi_async as ka
+
+    async with ka.KeyAPIClient() as client:          # key from KEYAPI_API_KEY
+        videos = await client.video_details(["7117191641181555995"])
+
+See README.md and docs/ for the guide.
+"""
+
+from ._version import __version__
+from .client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_QPS,
+    DEFAULT_TIMEOUT,
+    ClientStats,
+    DetailBatch,
+    KeyAPIClient,
+    RankingPage,
+)
+from .errors import (
+    APIConnectionError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    DecodeError,
+    InvalidParameterError,
+    KeyAPIError,
+    QuotaExceededError,
+    RateLimitError,
+    ServerError,
+)
+from .limiting import LocalRateLimiter, RateLimiter
+from .models import ProductCategory, RankedVideo, RankType, VideoDetail, VideoRankField
+from .retrying import RetryPolicy
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_QPS",
+    "DEFAULT_TIMEOUT",
+    "APIConnectionError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientStats",
+    "ConfigurationError",
+    "DecodeError",
+    "DetailBatch",
+    "InvalidParameterError",
+    "KeyAPIClient",
+    "KeyAPIError",
+    "LocalRateLimiter",
+    "ProductCategory",
+    "QuotaExceededError",
+    "RankType",
+    "RankedVideo",
+    "RankingPage",
+    "RateLimitError",
+    "RateLimiter",
+    "RetryPolicy",
+    "ServerError",
+    "VideoDetail",
+    "VideoRankField",
+    "__version__",
+]

@@ -1,0 +1,83 @@
+"""Packing video ids into requests: validate, drop duplicates, 10 ids a batch, lazily.
+
+A collection (list, tuple, set, ...) is validated whole before the first batch is made,
+so one bad id anywhere refuses the call before any credit is spent. An iterator or async
+iterator is pulled lazily (a million-id generator is never materialized): each batch is
+validated whole before it is handed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable, Collection, Iterable
+
+from .errors import InvalidParameterError
+from .validation import video_id
+
+__all__ = ["MAX_IDS_PER_REQUEST", "IdSource", "id_batches", "unique_ids"]
+
+#: The API's limit of ids in one detail request.
+MAX_IDS_PER_REQUEST = 10
+
+#: What the id-taking methods accept.
+IdSource = Iterable[str | int] | AsyncIterable[str | int]
+
+
+def _refuse_scalar(ids: object) -> None:
+    # A bare string is iterable: "7117..." would become 19 one-digit ids and 2 wasted credits.
+    if isinstance(ids, (str, bytes, int)):
+        raise InvalidParameterError(
+            f"expected an iterable of video ids, got a single {type(ids).__name__}; "
+            "wrap it in a list: [video_id]"
+        )
+    if not isinstance(ids, (Iterable, AsyncIterable)):
+        raise InvalidParameterError(
+            f"expected an iterable of video ids, got {type(ids).__name__}"
+        )
+
+
+def unique_ids(ids: Iterable[object]) -> list[str]:
+    """Validate every id and return them once each, in first-seen order."""
+    _refuse_scalar(ids)
+    # dict keeps insertion order: an ordered set.
+    return list(dict.fromkeys(video_id(v, i) for i, v in enumerate(ids)))
+
+
+async def id_batches(
+    ids: IdSource, *, size: int = MAX_IDS_PER_REQUEST, dedupe: bool = True
+) -> AsyncGenerator[list[str], None]:
+    """Yield lists of at most ``size`` valid ids, each unique id once (when ``dedupe``)."""
+    _refuse_scalar(ids)
+    if isinstance(ids, Collection):
+        everything = unique_ids(ids) if dedupe else [video_id(v, i) for i, v in enumerate(ids)]
+        for start in range(0, len(everything), size):
+            yield everything[start : start + size]
+        return
+
+    seen: set[str] = set()
+    batch: list[str] = []
+    position = 0
+
+    def take(value: object) -> None:
+        nonlocal position
+        vid = video_id(value, position)
+        position += 1
+        if dedupe:
+            if vid in seen:
+                return
+            seen.add(vid)
+        batch.append(vid)
+
+    if isinstance(ids, AsyncIterable):
+        async for value in ids:
+            take(value)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    else:
+        for value in ids:
+            take(value)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,496 @@
+"""KeyAPIClient: the async session manager, and the one request pipeline behind it.
+
+Every request takes the same path, each stage in the module named after it::
+
+    validation -> batching -> fanout (window of tasks)
+      -> retrying( concurrency slot -> limiting permit -> transport -> decoding )
+
+A permit is taken just before the request goes on the wire, and every retry takes a new
+one, so the rate limiter sees every start. A 401 or 402 ends the whole call: requests
+already on the wire finish (their answers are paid for), no new one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import warnings
+from collections.abc import AsyncGenerator, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import msgspec
+from backoff.types import Details
+
+from .batching import IdSource, id_batches, unique_ids
+from .concurrency import InFlightLimit
+from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
+from .errors import ConfigurationError, InvalidParameterError, KeyAPIError, RateLimitError
+from .fanout import TaskWindow
+from .limiting import LocalRateLimiter, RateLimiter
+from .models import RankedVideo, VideoDetail
+from .retrying import RetryPolicy
+from .transport import Secret, Transport, check_base_url
+from .validation import MAX_PAGE_NUM, RankingQuery, check_page, ranking_query
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_QPS",
+    "DEFAULT_TIMEOUT",
+    "ClientStats",
+    "DetailBatch",
+    "KeyAPIClient",
+    "RankingPage",
+]
+
+logger = logging.getLogger("keyapi_async")
+
+#: Where the API lives unless ``base_url`` or ``KEYAPI_BASE_URL`` says otherwise.
+DEFAULT_BASE_URL: Final = "https://api.keyapi.ai"
+#: Request starts per second. Conservative: raise it to your key's real limit.
+DEFAULT_QPS: Final = 5.0
+#: Retries after the first attempt.
+DEFAULT_MAX_RETRIES: Final = 4
+#: Seconds for one attempt, connect to last byte.
+DEFAULT_TIMEOUT: Final = 30.0
+
+DETAIL_PATH: Final = "/v1/tiktok/video/detail/analytics"
+RANKING_PATH: Final = "/v1/tiktok/video/ranking/analytics"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DetailBatch:
+    """The outcome of one detail request (up to 10 ids): the unit of accounting.
+
+    Exactly one of these holds: ``error`` is None and every id is in ``videos`` or
+    ``missing``; ``error`` is set (the batch failed after its retries, or hit a fatal
+    error); or ``sent`` is False (the call was aborted before this batch went out).
+    """
+
+    ids: tuple[str, ...]
+    videos: list[VideoDetail] = field(default_factory=list)
+    missing: tuple[str, ...] = ()
+    error: KeyAPIError | None = None
+    sent: bool = True
+    attempts: int = 0
+    rate_limited: int = 0
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RankingPage:
+    """One page of a ranking list, with its page number."""
+
+    page_num: int
+    items: list[RankedVideo]
+    request_id: str | None = None
+    attempts: int = 1
+
+
+class _Aborted(Exception):
+    """A fatal error ended the call before this request went out (internal)."""
+
+
+class _CallScope:
+    """State shared by the requests of one call: the fatal error that ends it, if any."""
+
+    __slots__ = ("fatal",)
+
+    def __init__(self) -> None:
+        self.fatal: KeyAPIError | None = None
+
+
+class _Request:
+    """Bookkeeping of one logical request across its attempts."""
+
+    __slots__ = ("attempts", "rate_limited", "scope")
+
+    def __init__(self, scope: _CallScope) -> None:
+        self.scope = scope
+        self.attempts = 0
+        self.rate_limited = 0
+
+
+@dataclass
+class ClientStats:
+    """Counters over the client's life: attempts sent, retries, 429s, errors by type."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class KeyAPIClient:
+    """Async client for KeyAPI's TikTok video analytics.
+
+    Use as ``async with KeyAPIClient() as client:`` (or call :meth:`aclose`). The key comes
+    from ``api_key`` or the ``KEYAPI_API_KEY`` environment variable, the URL from ``base_url``,
+    ``KEYAPI_BASE_URL`` or the production default.
+
+    Args:
+        api_key: Bearer key; never logged, shown or stored outside the Authorization header.
+        base_url: API root, ``https://api.keyapi.ai`` by default.
+        qps: Hard budget of request starts per second, retries included (default 5).
+        max_concurrency: Cap on requests in flight; None derives it from qps and latency.
+        max_retries: Retries after the first attempt for retryable errors (default 4).
+        timeout: Seconds per attempt (default 30).
+        rate_limiter: Another :class:`RateLimiter` (one shared across processes, say);
+            when given, ``qps`` is taken from it.
+        retry_policy: Backoff details; ``max_retries`` overrides its count.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        qps: float = DEFAULT_QPS,
+        max_concurrency: int | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        rate_limiter: RateLimiter | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("KEYAPI_API_KEY")
+        if not key or not key.strip():
+            raise ConfigurationError(
+                "no API key: pass api_key= or set the KEYAPI_API_KEY environment variable"
+            )
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ConfigurationError(f"timeout must be a positive number, got {timeout!r}")
+        try:
+            self._limiter: RateLimiter = rate_limiter or LocalRateLimiter(qps)
+            self._inflight = InFlightLimit(self._limiter.qps, max_concurrency)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        url = base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL
+        self._transport = Transport(check_base_url(url), Secret(key.strip()), float(timeout))
+        policy = retry_policy or RetryPolicy()
+        self.retry_policy = RetryPolicy(
+            max_retries=max_retries,
+            base_delay=policy.base_delay,
+            max_delay=policy.max_delay,
+            max_retry_after=policy.max_retry_after,
+        )
+        self._send = self.retry_policy.wrap(self._attempt, self._before_retry)
+        self.timeout = float(timeout)
+        self.stats = ClientStats()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API root requests go to."""
+        return self._transport.base_url
+
+    @property
+    def qps(self) -> float:
+        """The rate limiter's budget in request starts per second."""
+        return self._limiter.qps
+
+    @property
+    def max_concurrency(self) -> int:
+        """The current cap on requests in flight (fixed, or derived from latency)."""
+        return self._inflight.limit
+
+    async def __aenter__(self) -> KeyAPIClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session. The client cannot be used afterwards."""
+        self._closed = True
+        await self._transport.close()
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        # Only a session that was opened holds sockets; one never used needs no closing.
+        if getattr(self, "_closed", True) is False and self._transport.is_open:
+            _warn(
+                f"unclosed {self!r}: use 'async with KeyAPIClient()' or 'await client.aclose()'",
+                ResourceWarning,
+                source=self,
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyAPIClient(base_url={self.base_url!r}, qps={self.qps:g}, "
+            f"max_concurrency={self._inflight.limit}, api_key='***')"
+        )
+
+    # -- the pipeline ----------------------------------------------------------------
+
+    async def _attempt(
+        self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
+        request: _Request,
+    ) -> tuple[list[T], str | None]:
+        """One attempt: slot, permit, send, decode. Wrapped in the retry policy."""
+        if self._closed:
+            raise ConfigurationError("the client is closed; create a new KeyAPIClient")
+        loop = asyncio.get_running_loop()
+        await self._inflight.acquire()
+        started: float | None = None
+        try:
+            await self._limiter.acquire()
+            if request.scope.fatal is not None:
+                raise _Aborted
+            started = loop.time()
+            request.attempts += 1
+            self.stats.requests += 1
+            response = await self._transport.get(path, params)
+        finally:
+            self._inflight.release(None if started is None else loop.time() - started)
+        try:
+            return decode_response(
+                decoder, response.status, response.body, retry_after=response.retry_after
+            )
+        except KeyAPIError as exc:
+            name = type(exc).__name__
+            self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+            if isinstance(exc, RateLimitError):
+                request.rate_limited += 1
+                self.stats.rate_limited += 1
+            raise
+
+    async def _before_retry(self, details: Details) -> None:
+        exc = details.get("exception")
+        wait = float(details.get("wait", 0.0))
+        self.stats.retries += 1
+        if isinstance(exc, RateLimitError):
+            # One task's 429 slows every task: the key's budget is shared.
+            await self._limiter.penalize(wait)
+        logger.info(
+            "retrying %s in %.2fs after %s (attempt %d of %d)",
+            details["args"][0], wait, type(exc).__name__, details["tries"],
+            self.retry_policy.max_retries + 1,
+        )
+
+    async def _request(
+        self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
+        request: _Request,
+    ) -> tuple[list[T], str | None]:
+        try:
+            result: tuple[list[T], str | None] = await self._send(path, params, decoder, request)
+        except KeyAPIError as exc:
+            if exc.fatal and request.scope.fatal is None:
+                request.scope.fatal = exc
+            raise
+        return result
+
+    # -- video details ---------------------------------------------------------------
+
+    async def _detail_batch(self, ids: list[str], scope: _CallScope) -> DetailBatch:
+        request = _Request(scope)
+        try:
+            videos, request_id = await self._request(
+                DETAIL_PATH, {"video_ids": ",".join(ids)}, DETAIL_DECODER, request
+            )
+        except _Aborted:
+            return DetailBatch(tuple(ids), sent=False, attempts=request.attempts)
+        except KeyAPIError as exc:
+            return DetailBatch(
+                tuple(ids), error=exc, attempts=request.attempts,
+                rate_limited=request.rate_limited, request_id=exc.request_id,
+            )
+        found = {v.video_id for v in videos}
+        missing = tuple(i for i in ids if i not in found)
+        if missing:
+            logger.debug("ids unknown to the API (request id %s): %s", request_id, missing)
+        return DetailBatch(
+            tuple(ids), videos, missing, attempts=request.attempts,
+            rate_limited=request.rate_limited, request_id=request_id,
+        )
+
+    async def iter_detail_batches(
+        self, ids: IdSource, *, dedupe: bool = True
+    ) -> AsyncGenerator[DetailBatch, None]:
+        """Yield one :class:`DetailBatch` per request, as requests complete.
+
+        The accounting view of :meth:`iter_video_details`: a batch that fails after its
+        retries is yielded with its ``error`` and the call goes on. A 401 or 402 stops new
+        requests; batches already on the wire are still yielded (``sent=False`` for those
+        that never went out), then the error is raised.
+        """
+        scope = _CallScope()
+        window: TaskWindow[DetailBatch] = TaskWindow()
+        async with aclosing(id_batches(ids, dedupe=dedupe)) as batches, window:
+            exhausted = False
+            while True:
+                while not exhausted and scope.fatal is None and len(window) < self._inflight.limit:
+                    try:
+                        batch = await anext(batches)
+                    except StopAsyncIteration:
+                        exhausted = True
+                    else:
+                        window.spawn(self._detail_batch(batch, scope))
+                if not len(window):
+                    break
+                yield (await window.next_done()).result()
+        if scope.fatal is not None:
+            raise scope.fatal
+
+    async def iter_video_details(self, ids: IdSource) -> AsyncGenerator[VideoDetail, None]:
+        """Yield VideoDetails as their batches complete (ids pulled lazily, deduplicated).
+
+        Ids the API does not know are skipped (logged at DEBUG). Raises the first error a
+        batch could not recover from; use :meth:`iter_detail_batches` to carry on past them.
+        """
+        async with aclosing(self.iter_detail_batches(ids)) as batches:
+            async for batch in batches:
+                if batch.error is not None:
+                    raise batch.error
+                for video in batch.videos:
+                    yield video
+
+    async def video_details(self, ids: Iterable[str | int]) -> list[VideoDetail]:
+        """Fetch details for any number of ids: one VideoDetail per known id, in input order.
+
+        Every id is validated before the first request; duplicates are sent once; ids are
+        packed 10 a request and the requests run concurrently.
+        """
+        unique = unique_ids(ids)
+        by_id: dict[str | None, VideoDetail] = {}
+        async for video in self.iter_video_details(unique):
+            by_id.setdefault(video.video_id, video)
+        return [by_id[i] for i in unique if i in by_id]
+
+    # -- ranking ---------------------------------------------------------------------
+
+    async def _ranking_page(
+        self, query: RankingQuery, page_num: int, page_size: int, scope: _CallScope
+    ) -> RankingPage:
+        request = _Request(scope)
+        items, request_id = await self._request(
+            RANKING_PATH, query.params(page_num, page_size), RANKING_DECODER, request
+        )
+        return RankingPage(page_num, items, request_id, request.attempts)
+
+    async def video_ranking(
+        self,
+        *,
+        date: Any,
+        region: str,
+        video_rank_field: int,
+        rank_type: int,
+        page_num: int = 1,
+        page_size: int = 10,
+        product_category_id: str | int | None = None,
+        created_by_ai: bool | None = None,
+    ) -> list[RankedVideo]:
+        """Fetch one page of a ranking list.
+
+        ``date`` is a ``datetime.date`` or ``'YYYY-MM-DD'`` (a Monday for weekly lists, the
+        1st for monthly ones); ``video_rank_field`` a :class:`VideoRankField`, ``rank_type``
+        a :class:`RankType` (plain ints work). Everything is validated before sending.
+        """
+        query = ranking_query(
+            date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
+            product_category_id=product_category_id, created_by_ai=created_by_ai,
+        )
+        page_num, page_size = check_page(page_num, page_size)
+        page = await self._ranking_page(query, page_num, page_size, _CallScope())
+        return page.items
+
+    async def iter_ranking_pages(
+        self,
+        *,
+        date: Any,
+        region: str,
+        video_rank_field: int,
+        rank_type: int,
+        page_size: int = 10,
+        start_page: int = 1,
+        max_pages: int | None = None,
+        product_category_id: str | int | None = None,
+        created_by_ai: bool | None = None,
+    ) -> AsyncGenerator[RankingPage, None]:
+        """Yield the pages of a ranking list in order, fetched concurrently.
+
+        The API gives no total: the list ends at the first page shorter than ``page_size``.
+        The window of pages fetched ahead starts at one and doubles with every full page
+        (up to the in-flight cap), so a short list costs few speculative requests and a
+        long one soon runs at full speed. No page is fetched twice; ``max_pages`` is exact.
+        """
+        query = ranking_query(
+            date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
+            product_category_id=product_category_id, created_by_ai=created_by_ai,
+        )
+        start_page, page_size = check_page(start_page, page_size)
+        if max_pages is not None and (
+            not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1
+        ):
+            raise InvalidParameterError(f"invalid max_pages {max_pages!r}: expected an int >= 1")
+        last = MAX_PAGE_NUM if max_pages is None else min(MAX_PAGE_NUM, start_page + max_pages - 1)
+
+        scope = _CallScope()
+        window: TaskWindow[RankingPage] = TaskWindow()
+        tasks: dict[int, asyncio.Task[RankingPage]] = {}
+        ready: dict[int, RankingPage] = {}
+        next_page = expected = start_page
+        ahead = 1  # slow start: pages allowed in flight, doubled per full page
+        async with window:
+            while expected <= last:
+                while next_page <= last and len(window) < min(ahead, self._inflight.limit):
+                    tasks[next_page] = window.spawn(
+                        self._ranking_page(query, next_page, page_size, scope)
+                    )
+                    next_page += 1
+                if expected in ready:
+                    page = ready.pop(expected)
+                    expected += 1
+                    yield page
+                    continue
+                task = await window.next_done()
+                if task.cancelled():
+                    continue
+                page = task.result()  # raises the page's error: the list cannot skip a page
+                del tasks[page.page_num]
+                if len(page.items) < page_size:
+                    # The end: pages after this one are empty. Cancel those not yet answered.
+                    last = min(last, page.page_num)
+                    for num in [n for n in tasks if n > last]:
+                        tasks.pop(num).cancel()
+                else:
+                    ahead = min(ahead * 2, MAX_PAGE_NUM)
+                if page.page_num <= last:
+                    ready[page.page_num] = page
+
+    async def iter_video_ranking(
+        self,
+        *,
+        date: Any,
+        region: str,
+        video_rank_field: int,
+        rank_type: int,
+        page_size: int = 10,
+        start_page: int = 1,
+        max_pages: int | None = None,
+        product_category_id: str | int | None = None,
+        created_by_ai: bool | None = None,
+    ) -> AsyncGenerator[RankedVideo, None]:
+        """Yield a ranking list's items in rank order, across pages (see iter_ranking_pages)."""
+        pages = self.iter_ranking_pages(
+            date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
+            page_size=page_size, start_page=start_page, max_pages=max_pages,
+            product_category_id=product_category_id, created_by_ai=created_by_ai,
+        )
+        async with aclosing(pages):
+            async for page in pages:
+                for item in page.items:
+                    yield item

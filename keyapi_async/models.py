@@ -1,0 +1,183 @@
+"""Typed records for both endpoints: plain msgspec Structs, normalized once at decode time.
+
+msgspec decodes the upstream's stringly-typed JSON straight into these (lax mode turns
+``"1024"`` into ``1024``, ``"false"`` into ``False`` and a unix-seconds string into an aware
+UTC ``datetime``, all in C). What msgspec cannot express is finished in ``__post_init__``:
+
+* ``-99999`` (the upstream's "unknown") becomes ``None`` in every integer field;
+* an empty ``region`` becomes ``None``;
+* ``product_category_list`` and ``video_products`` arrive as JSON *inside a string* or,
+  at times, as a real array: both become lists (product ids stay strings, they exceed 2**53).
+
+Records are ``gc=False``: they hold only scalars and lists of scalars, never cycles, and
+skipping GC tracking keeps bulk decoding of millions of records fast.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+import msgspec
+
+__all__ = [
+    "UNKNOWN",
+    "ProductCategory",
+    "RankType",
+    "RankedVideo",
+    "VideoDetail",
+    "VideoRankField",
+]
+
+#: The upstream's marker for "unknown" in numeric fields; decoded as ``None``.
+UNKNOWN = -99999
+
+
+class VideoRankField(IntEnum):
+    """What a ranking list is sorted by (``video_rank_field``)."""
+
+    VIEWS = 1  #: total_views_cnt
+    SALES = 2  #: total_video_sale_cnt
+
+
+class RankType(IntEnum):
+    """The period of a ranking list (``rank_type``)."""
+
+    DAY = 1
+    WEEK = 2  #: keyed by the Monday of the week
+    MONTH = 3  #: keyed by the first day of the month
+
+
+class ProductCategory(msgspec.Struct, gc=False):
+    """A product category attached to a ranked video."""
+
+    if TYPE_CHECKING:
+        category_id: str | None = None
+    else:
+        # Seen as a string upstream; accept a bare number too and normalize to str.
+        category_id: str | int | None = None
+    category_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.category_id is not None and not isinstance(self.category_id, str):
+            self.category_id = str(self.category_id)
+
+
+# Decoders for the JSON-inside-a-string fields, configured once.
+_CATEGORIES = msgspec.json.Decoder(list[ProductCategory], strict=False)
+_PRODUCT_IDS = msgspec.json.Decoder(list[str | int])
+
+
+def _categories(value: object) -> list[ProductCategory] | None:
+    if value is None or isinstance(value, list):
+        return value  # already decoded by msgspec
+    text = str(value).strip()
+    if not text:
+        return []
+    try:
+        return _CATEGORIES.decode(text)
+    except msgspec.MsgspecError as exc:
+        # ValueError inside __post_init__ becomes a msgspec.ValidationError -> DecodeError.
+        raise ValueError(f"product_category_list is not a JSON list: {exc}") from None
+
+
+def _product_ids(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        try:
+            items = _PRODUCT_IDS.decode(text)
+        except msgspec.MsgspecError as exc:
+            raise ValueError(f"video_products is not a JSON list: {exc}") from None
+    else:
+        items = value  # type: ignore[assignment]
+    # Bare numbers decode exactly as Python ints (no float rounding); keep ids as strings.
+    return [item if isinstance(item, str) else str(item) for item in items]
+
+
+def _normalize(record: _Video, int_fields: tuple[str, ...]) -> None:
+    if record.region == "":
+        record.region = None
+    for name in int_fields:
+        if getattr(record, name) == UNKNOWN:
+            setattr(record, name, None)
+
+
+class _Video(msgspec.Struct, gc=False):
+    """Fields both endpoints share."""
+
+    video_id: str | None = None
+    user_id: str | None = None
+    unique_id: str | None = None
+    video_desc: str | None = None
+    create_time: datetime | None = None
+    created_by_ai: bool | None = None
+    duration: int | None = None
+    region: str | None = None
+    reflow_cover: str | None = None
+    sales_flag: int | None = None
+    total_views_cnt: int | None = None
+    total_digg_cnt: int | None = None
+    total_comments_cnt: int | None = None
+    total_shares_cnt: int | None = None
+    total_favorites_cnt: int | None = None
+    total_video_sale_cnt: int | None = None
+    total_video_sale_gmv_amt: int | None = None
+
+
+class VideoDetail(_Video, gc=False):
+    """One video of ``GET /v1/tiktok/video/detail/analytics``.
+
+    ``create_time`` is an aware UTC datetime; ``-99999`` counts are ``None``; an empty
+    ``region`` is ``None``; missing fields are ``None``.
+    """
+
+    ratio: str | None = None
+    height: int | None = None
+    width: int | None = None
+    data_size: int | None = None
+    total_views_1d_cnt: int | None = None
+    total_views_7d_cnt: int | None = None
+    total_views_30d_cnt: int | None = None
+    total_digg_1d_cnt: int | None = None
+    total_digg_7d_cnt: int | None = None
+    total_digg_30d_cnt: int | None = None
+
+    def __post_init__(self) -> None:
+        _normalize(self, _DETAIL_INT_FIELDS)
+
+
+class RankedVideo(_Video, gc=False):
+    """One item of ``GET /v1/tiktok/video/ranking/analytics``, in rank order.
+
+    ``product_category_list`` and ``video_products`` are decoded from the JSON string the
+    upstream sends (or the real array it sometimes sends) into lists.
+    """
+
+    nick_name: str | None = None
+    avatar: str | None = None
+    category: str | None = None
+    if TYPE_CHECKING:
+        product_category_list: list[ProductCategory] | None = None
+        video_products: list[str] | None = None
+    else:
+        # The wire carries a JSON string or a real array; __post_init__ makes both a list.
+        product_category_list: str | list[ProductCategory] | None = None
+        video_products: str | list[str | int] | None = None
+
+    def __post_init__(self) -> None:
+        _normalize(self, _RANKING_INT_FIELDS)
+        self.product_category_list = _categories(self.product_category_list)
+        self.video_products = _product_ids(self.video_products)
+
+
+def _int_fields(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    return tuple(f.name for f in msgspec.structs.fields(cls) if f.type == (int | None))
+
+
+_DETAIL_INT_FIELDS = _int_fields(VideoDetail)
+_RANKING_INT_FIELDS = _int_fields(RankedVideo)

@@ -1,0 +1,164 @@
+"""Argument validation: every check that can refuse bad input before a credit is spent."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidParameterError
+from .models import RankType, VideoRankField
+
+__all__ = [
+    "MAX_PAGE_NUM",
+    "MAX_PAGE_SIZE",
+    "RankingQuery",
+    "check_page",
+    "ranking_query",
+    "video_id",
+]
+
+MAX_PAGE_NUM = 100_000
+MAX_PAGE_SIZE = 10
+
+_VIDEO_ID = re.compile(r"[0-9]{1,20}")  # [0-9], not \d: \d also matches other scripts' digits
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def video_id(value: object, position: int | None = None) -> str:
+    """Return ``value`` as an id string, or raise InvalidParameterError.
+
+    An id is a positive decimal number of at most 20 digits, given as ``str`` or ``int``
+    (ids exceed 2**53, so they stay strings from here on).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = None
+    if text is None or not _VIDEO_ID.fullmatch(text) or not text.strip("0"):
+        where = f" at position {position}" if position is not None else ""
+        raise InvalidParameterError(
+            f"invalid video id {value!r}{where}: expected a positive decimal number "
+            "of at most 20 digits (str or int)"
+        )
+    return text
+
+
+def _enum(value: object, enum: type[VideoRankField] | type[RankType], name: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return enum(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(f"{m.value} ({m.name})" for m in enum)
+    raise InvalidParameterError(f"invalid {name} {value!r}: expected one of {allowed}")
+
+
+def _date(value: object, rank_type: int, today: dt.date) -> dt.date:
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        with contextlib.suppress(ValueError):  # 2026-02-30: falls through to the error below
+            value = dt.date.fromisoformat(value)
+    if not isinstance(value, dt.date):
+        raise InvalidParameterError(
+            f"invalid date {value!r}: expected a datetime.date or a 'YYYY-MM-DD' string"
+        )
+    if rank_type == RankType.WEEK and value.weekday() != 0:
+        raise InvalidParameterError(
+            f"invalid date {value}: weekly lists are keyed by a Monday "
+            f"(the Monday of that week is {value - dt.timedelta(days=value.weekday())})"
+        )
+    if rank_type == RankType.MONTH and value.day != 1:
+        raise InvalidParameterError(
+            f"invalid date {value}: monthly lists are keyed by the 1st "
+            f"(that month is {value.replace(day=1)})"
+        )
+    # Data is published T+1; a date after today (UTC) exists in no time zone yet.
+    if value > today:
+        raise InvalidParameterError(
+            f"invalid date {value}: it is in the future (ranking data is published the day after)"
+        )
+    return value
+
+
+def _page_int(value: object, name: str, high: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= high:
+        return value
+    raise InvalidParameterError(f"invalid {name} {value!r}: expected an int in 1..{high}")
+
+
+def check_page(page_num: object, page_size: object) -> tuple[int, int]:
+    """Validate a page number (1..100000) and a page size (1..10)."""
+    return (
+        _page_int(page_num, "page_num", MAX_PAGE_NUM),
+        _page_int(page_size, "page_size", MAX_PAGE_SIZE),
+    )
+
+
+@dataclass(frozen=True)
+class RankingQuery:
+    """A validated ranking list query, without its page."""
+
+    date: dt.date
+    region: str
+    video_rank_field: VideoRankField
+    rank_type: RankType
+    product_category_id: str | None = None
+    created_by_ai: bool | None = None
+
+    def params(self, page_num: int, page_size: int) -> dict[str, str]:
+        """The query string of one page, every value as the API expects it."""
+        params = {
+            "date": self.date.isoformat(),
+            "region": self.region,
+            "video_rank_field": str(int(self.video_rank_field)),
+            "rank_type": str(int(self.rank_type)),
+            "page_num": str(page_num),
+            "page_size": str(page_size),
+        }
+        if self.product_category_id is not None:
+            params["product_category_id"] = self.product_category_id
+        if self.created_by_ai is not None:
+            params["created_by_ai"] = "true" if self.created_by_ai else "false"
+        return params
+
+
+def ranking_query(
+    *,
+    date: object,
+    region: object,
+    video_rank_field: object,
+    rank_type: object,
+    product_category_id: object = None,
+    created_by_ai: object = None,
+    today: dt.date | None = None,
+) -> RankingQuery:
+    """Validate ranking parameters into a :class:`RankingQuery`, or raise InvalidParameterError."""
+    rank_field = VideoRankField(_enum(video_rank_field, VideoRankField, "video_rank_field"))
+    period = RankType(_enum(rank_type, RankType, "rank_type"))
+    if today is None:
+        today = dt.datetime.now(dt.timezone.utc).date()
+    day = _date(date, period, today)
+    if not isinstance(region, str) or not region.strip() or region != region.strip():
+        raise InvalidParameterError(
+            f"invalid region {region!r}: expected a non-empty region code such as 'US'"
+        )
+    category: str | None = None
+    if product_category_id is not None:
+        if isinstance(product_category_id, bool) or not isinstance(product_category_id, (str, int)):
+            category = None
+        else:
+            category = str(product_category_id)
+        if category is None or not _VIDEO_ID.fullmatch(category):
+            raise InvalidParameterError(
+                f"invalid product_category_id {product_category_id!r}: expected a numeric id"
+            )
+    if created_by_ai is not None and not isinstance(created_by_ai, bool):
+        raise InvalidParameterError(
+            f"invalid created_by_ai {created_by_ai!r}: expected True, False or None"
+        )
+    return RankingQuery(day, region, rank_field, period, category, created_by_ai)
