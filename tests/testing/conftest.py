@@ -24,7 +24,10 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 def get(session: aiohttp.ClientSession) -> Get:
-    """``await get(server, path, params, key="test-key")``; key=None sends no header."""
+    """``await get(server, path, params, key="test-key")``; key=None sends no header.
+
+    ``timeout`` bounds the whole request (None: no limit).
+    """
 
     async def _get(
         server: FakeKeyAPI,
@@ -32,11 +35,17 @@ def get(session: aiohttp.ClientSession) -> Get:
         params: dict[str, str] | None = None,
         key: str | None = "test-key",
         headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Reply:
         all_headers = dict(headers or {})
         if key is not None:
             all_headers["Authorization"] = f"Bearer {key}"
-        async with session.get(server.url + path, params=params, headers=all_headers) as resp:
+        async with session.get(
+            server.url + path,
+            params=params,
+            headers=all_headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
             return Reply(resp.status, dict(resp.headers), await resp.read())
 
     return _get
