@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -97,7 +98,9 @@ async def serve(server: FakeKeyAPI) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+        # Not available on Windows, where Ctrl-C arrives as KeyboardInterrupt instead.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stopping.set)
     await server.start()
     try:
         # The one line a parent process waits for; flushed so pipes see it at once.
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         server = server_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
-    asyncio.run(serve(server))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(server))
     return 0
 
 
