@@ -42,7 +42,8 @@ class LocalRateLimiter:
 
     Guarantee: consecutive permits are at least ``1 / (qps * (1 - headroom))`` seconds apart
     on the event loop's clock, granted in FIFO order, with no burst at start-up or after a
-    pause. So any one-second window, sliding or fixed, holds at most ``qps`` starts, and
+    pause. So any one-second window, sliding or fixed, holds at most ``qps`` starts (for a
+    fractional qps, ``ceil(qps)``: 2.5 a second on average puts 3 in some windows), and
     the ``headroom`` share of each second (20 ms at the default 2 %) absorbs the jitter
     between our start times and the server's arrival times. :meth:`penalize` pauses all
     permits, which is how one task's 429 slows the whole client.

@@ -129,6 +129,12 @@ class Transport:
             },
             raise_for_status=False,
         )
+        # aiohttp silently resends an idempotent request once when a kept-alive connection
+        # drops. That resend would bypass the rate limiter and the retry count (and may
+        # spend a second credit), so every attempt must be ours. aiohttp's own test_utils
+        # switch it off the same way; there is no public option.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
         return self._session
 
     async def get(self, path: str, params: dict[str, str]) -> RawResponse:
