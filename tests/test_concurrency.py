@@ -27,8 +27,8 @@ def test_derived_limit_follows_latency() -> None:
     assert 41 <= limit.limit <= 42
     for _ in range(60):
         limit._active += 1
-        limit.release(latency=0.01)
-    assert limit.limit == 2  # the floor
+        limit.release(latency=0.001)
+    assert limit.limit == 2  # 50 x 0.001 x 2 rounds up to 1, plus one; also the floor
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True])
