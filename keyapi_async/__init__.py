@@ -10,6 +10,8 @@ Quick start::
 See README.md and docs/ for the guide.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .client import (
     DEFAULT_BASE_URL,
@@ -37,6 +39,9 @@ from .limiting import LocalRateLimiter, RateLimiter
 from .models import ProductCategory, RankedVideo, RankType, VideoDetail, VideoRankField
 from .retrying import RetryPolicy
 
+if TYPE_CHECKING:  # at run time, loaded on first use by __getattr__ below
+    from .redis_limiter import RedisRateLimiter
+
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRIES",
@@ -60,9 +65,19 @@ __all__ = [
     "RankingPage",
     "RateLimitError",
     "RateLimiter",
+    "RedisRateLimiter",
     "RetryPolicy",
     "ServerError",
     "VideoDetail",
     "VideoRankField",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing keyapi_async never imports the optional redis extra.
+    if name == "RedisRateLimiter":
+        from .redis_limiter import RedisRateLimiter
+
+        return RedisRateLimiter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
