@@ -42,6 +42,10 @@ class _ErrorEnvelope(msgspec.Struct):
     requestId: str | None = None
 
 
+# Besides its own errors, msgspec raises UnicodeDecodeError for bytes that are not UTF-8 and
+# RecursionError for absurdly deep nesting (both found by the property tests).
+_UNDECODABLE = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
+
 #: Decoders configured once: lax mode turns the upstream's numeric strings into ints.
 DETAIL_DECODER = msgspec.json.Decoder(Envelope[VideoDetail], strict=False)
 RANKING_DECODER = msgspec.json.Decoder(Envelope[RankedVideo], strict=False)
@@ -81,7 +85,7 @@ def _error_from_body(
     """The error for an answer that did not decode as a success envelope."""
     try:
         env = _decode(_ERROR_DECODER, body)
-    except msgspec.MsgspecError:
+    except _UNDECODABLE:
         env = None
     if env is not None and env.code:
         return error_for_code(
@@ -124,7 +128,7 @@ def decode_response(
     if 200 <= status < 300:
         try:
             env = _decode(decoder, body)
-        except msgspec.MsgspecError as exc:
+        except _UNDECODABLE as exc:
             raise _error_from_body(status, body, retry_after, str(exc)) from None
         if env.code == 0:
             return (env.data or []), env.requestId

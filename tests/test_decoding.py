@@ -126,3 +126,15 @@ def test_only_typed_errors_escape(raw: bytes) -> None:
                 decode_response(decoder, status, raw)
             except ka.KeyAPIError:
                 pass
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"code":0,"message":"\x80bad utf-8","data":[]}',
+     b'{"code":0,"data":' + b"[" * 5000 + b"]" * 5000 + b"}"],
+    ids=["invalid-utf8", "deep-nesting"],
+)
+def test_non_msgspec_failures_become_decode_errors(raw: bytes) -> None:
+    # Found by the property tests: msgspec raises UnicodeDecodeError and RecursionError here.
+    with pytest.raises(ka.DecodeError):
+        decode_response(DETAIL_DECODER, 200, raw)
