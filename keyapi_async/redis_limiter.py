@@ -207,6 +207,11 @@ class RedisRateLimiter:
         """
         return await self._call("reserve", self.interval_us)
 
+    async def confirm(self, slot: int) -> tuple[int, int]:
+        """Check a reserved ``slot`` on waking: ``(slot, 0)`` if no pause covers it (go);
+        else a fresh reservation after the pause, as :meth:`reserve` returns."""
+        return await self._call("confirm", self.interval_us, slot)
+
     async def acquire(self) -> None:
         """Reserve the next shared slot and sleep until it, honouring any shared pause."""
         slot, delay = await self.reserve()
@@ -214,7 +219,7 @@ class RedisRateLimiter:
             await asyncio.sleep(delay / 1_000_000)
             # One more call, not a poll: it returns at once unless a pause was set while
             # we slept, in which case it reserves a slot after the pause.
-            slot, delay = await self._call("confirm", self.interval_us, slot)
+            slot, delay = await self.confirm(slot)
 
     async def penalize(self, seconds: float) -> None:
         """Start nothing, in any worker, for ``seconds`` from now; longer pauses win."""

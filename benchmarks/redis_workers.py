@@ -1,0 +1,238 @@
+"""Redis-shared budget: N worker processes crawl shards of one ids file with one key.
+
+Each worker is its own process running a KeyAPIClient with a RedisRateLimiter of the same
+name and the full qps; one fake server (its own process) enforces qps for the key. The
+rows give, for N = 1, 2, 4: throughput achieved over configured qps (target >= 0.9x),
+429 answers (target 0) and the busiest one-second window (target <= qps).
+
+Run alone: ``python -m benchmarks.redis_workers [--quick] [--redis-url URL]``. Without
+``--redis-url`` (or ``KEYAPI_TEST_REDIS_URL``) it starts a throwaway redis-server if one
+is on PATH. ``--check`` runs one configuration and prints everything as JSON, ids per
+shard included: tests/redis checks exact accounting from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from benchmarks.harness import API_KEY, SectionResult, fake_server, print_table, stop_process
+
+TITLE = "Redis-shared budget: N worker processes, one key"
+REPO = Path(__file__).resolve().parents[1]
+DETAIL_PATH = "/v1/tiktok/video/detail/analytics"
+#: Seconds a worker gets to import and report ready, and a whole run to finish.
+_READY_TIMEOUT = 60.0
+_RUN_TIMEOUT = 300.0
+
+
+# -- the worker (a child process) -----------------------------------------------------
+
+
+async def _crawl(base_url: str, redis_url: str, name: str, qps: float, ids: list[str]) -> Any:
+    import keyapi_async as ka
+
+    fetched: list[str] = []
+    missing: list[str] = []
+    failed: dict[str, str] = {}
+    fatal = None
+    async with ka.RedisRateLimiter(redis_url, name=name, qps=qps) as limiter, ka.KeyAPIClient(
+        API_KEY, base_url=base_url, rate_limiter=limiter
+    ) as client:
+        try:
+            async with aclosing(client.iter_detail_batches(ids)) as batches:
+                async for batch in batches:
+                    if batch.error is not None or not batch.sent:
+                        reason = repr(batch.error) if batch.error else "not sent"
+                        failed.update(dict.fromkeys(batch.ids, reason))
+                    else:
+                        fetched.extend(v.video_id or "" for v in batch.videos)
+                        missing.extend(batch.missing)
+        except ka.KeyAPIError as exc:
+            fatal = repr(exc)
+        stats = client.stats
+    return {
+        "ids": ids, "fetched": fetched, "missing": missing, "failed": failed, "fatal": fatal,
+        "requests": stats.requests, "rate_limited": stats.rate_limited,
+    }
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    """Crawl one shard: report ready, wait for 'go' on stdin, print the result as JSON."""
+    from keyapi_async.redis_limiter import parse_shard, shard_filter
+
+    index, count = parse_shard(args.shard)
+    ids = list(shard_filter(Path(args.ids_file).read_text().split(), index, count))
+    print("ready", flush=True)
+    sys.stdin.readline()  # all workers start together, after their imports
+    result = asyncio.run(_crawl(args.base_url, args.redis_url, args.name, args.qps, ids))
+    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+
+
+# -- the orchestrator -----------------------------------------------------------------
+
+
+def run_workers(redis_url: str, workers: int, qps: float, n_ids: int) -> dict[str, Any]:
+    """Crawl ``n_ids`` ids split over ``workers`` processes; results, stats and arrivals."""
+    ids = [str(7_100_000_000_000_000_000 + i * 7919) for i in range(n_ids)]
+    name = f"bench-{uuid.uuid4().hex}"
+    with fake_server("--qps", f"{qps:g}") as server, tempfile.TemporaryDirectory() as tmp:
+        ids_file = Path(tmp, "ids.txt")
+        ids_file.write_text("\n".join(ids) + "\n")
+        procs: list[subprocess.Popen[str]] = []
+        try:
+            for i in range(1, workers + 1):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.redis_workers", "--worker",
+                     "--base-url", server.url, "--redis-url", redis_url, "--name", name,
+                     "--qps", f"{qps:g}", "--shard", f"{i}/{workers}", "--ids-file",
+                     str(ids_file)],
+                    cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                ))
+            for proc in procs:
+                assert proc.stdout is not None
+                if proc.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"worker exited with {proc.wait(_READY_TIMEOUT)}")
+            started = time.monotonic()
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            shards = []
+            for proc in procs:
+                out, _ = proc.communicate(timeout=_RUN_TIMEOUT)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"worker failed with exit status {proc.returncode}")
+                shards.append(msgspec.json.decode(out.strip().splitlines()[-1]))
+            elapsed = time.monotonic() - started
+        finally:
+            for proc in procs:
+                stop_process(proc)
+        stats = server.stats(API_KEY)
+        arrivals = sorted(r["time"] for r in server.requests() if r["path"] == DETAIL_PATH)
+    return {
+        "workers": workers, "qps": qps, "ids": ids, "shards": shards, "stats": stats,
+        "arrivals": arrivals, "elapsed": elapsed,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A throwaway redis-server on a free 127.0.0.1 port, no persistence; yields its URL."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server not on PATH: run .ci/redis.sh start, or pass --redis-url")
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
+             "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while True:  # wait until it accepts connections (bounded)
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            stop_process(proc)
+
+
+def _summary(run: dict[str, Any]) -> dict[str, float]:
+    arrivals = run["arrivals"]
+    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+    achieved = (len(arrivals) - 1) / span if span > 0 else 0.0
+    return {
+        "achieved": achieved,
+        "ratio": achieved / run["qps"],
+        "429s": float(run["stats"]["by_status"].get("429", 0)),
+        "busiest": float(run["stats"]["busiest_window"]),
+    }
+
+
+def run(quick: bool, redis_url: str | None = None) -> SectionResult:
+    """One run per N = 1, 2, 4 at the same qps; a row each for throughput, 429s, busiest."""
+    result = SectionResult(TITLE)
+    qps = 20.0 if quick else 50.0
+    seconds = 3 if quick else 6  # of crawling at full speed, per run
+    url = redis_url or os.environ.get("KEYAPI_TEST_REDIS_URL")
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            if shutil.which("redis-server") is None:
+                result.add("redis-server", None, "", note="no Redis: pass --redis-url")
+                return result
+            url = stack.enter_context(redis_server())
+        for workers in (1, 2, 4):
+            run_ = run_workers(url, workers, qps, n_ids=int(qps * seconds * 10))
+            s = _summary(run_)
+            result.raw[f"N={workers}"] = {**s, "stats": run_["stats"]}
+            result.add(
+                f"N={workers}: achieved / configured qps", s["ratio"], "x", target=">= 0.9x",
+                ok=s["ratio"] >= 0.9, note=f"{s['achieved']:.1f} of {qps:g} qps",
+            )
+            result.add(f"N={workers}: 429 answers", s["429s"], "", target="0", ok=s["429s"] == 0)
+            result.add(
+                f"N={workers}: busiest 1 s window", s["busiest"], "requests",
+                target=f"<= {qps:g}", ok=s["busiest"] <= qps,
+            )
+    result.notes.append(
+        f"qps {qps:g} for the key; each worker configured with the full qps and sharing it "
+        "through one RedisRateLimiter name; throughput = arrivals over their span"
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: the benchmark table, ``--check`` JSON, or ``--worker`` (internal)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_workers")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--redis-url")
+    parser.add_argument("--check", action="store_true", help="one run, all results as JSON")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--qps", type=float, default=20.0)
+    parser.add_argument("--ids", type=int, default=400)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--base-url", help=argparse.SUPPRESS)
+    parser.add_argument("--name", help=argparse.SUPPRESS)
+    parser.add_argument("--shard", help=argparse.SUPPRESS)
+    parser.add_argument("--ids-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker_main(args)
+    elif args.check:
+        with contextlib.ExitStack() as stack:
+            url = args.redis_url or stack.enter_context(redis_server())
+            out = run_workers(url, args.workers, args.qps, args.ids)
+        sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
+    else:
+        print_table(run(args.quick, args.redis_url))
+
+
+if __name__ == "__main__":
+    main()
