@@ -23,6 +23,7 @@ from .client import (
     KeyAPIClient,
     RankingPage,
 )
+from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import (
     APIConnectionError,
     AuthenticationError,
@@ -38,6 +39,7 @@ from .errors import (
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import ProductCategory, RankedVideo, RankType, VideoDetail, VideoRankField
 from .retrying import RetryPolicy
+from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink
 
 if TYPE_CHECKING:  # at run time, loaded on first use by __getattr__ below
     from .redis_limiter import RedisRateLimiter
@@ -52,12 +54,17 @@ __all__ = [
     "BadRequestError",
     "ClientStats",
     "ConfigurationError",
+    "CrawlReport",
+    "CsvSink",
     "DecodeError",
     "DetailBatch",
     "InvalidParameterError",
+    "JsonlSink",
     "KeyAPIClient",
     "KeyAPIError",
     "LocalRateLimiter",
+    "MissingExtraError",
+    "ParquetSink",
     "ProductCategory",
     "QuotaExceededError",
     "RankType",
@@ -68,9 +75,12 @@ __all__ = [
     "RedisRateLimiter",
     "RetryPolicy",
     "ServerError",
+    "Sink",
     "VideoDetail",
     "VideoRankField",
     "__version__",
+    "crawl_video_details",
+    "crawl_video_ranking",
 ]
 
 

@@ -1,0 +1,7 @@
+"""``python -m keyapi_async``: the ``keyapi-async`` command line."""
+
+import sys
+
+from keyapi_async.cli import main
+
+sys.exit(main())

@@ -1,0 +1,418 @@
+"""The ``keyapi-async`` command (also ``python -m keyapi_async``): bulk crawls from a shell.
+
+Exit codes: 0 every id fetched or found missing (ranking: the pages asked for stored);
+1 some ids or a page failed after their retries (re-run to retry just those); 2 aborted:
+bad input, no key, key refused (401) or credits exhausted (402); 130 stopped by Ctrl-C
+(SIGINT) or SIGTERM, with the output valid and resumable (the shell convention for
+SIGINT, so scripts can tell "stopped by the user" from "cannot go on").
+
+The key is read from ``KEYAPI_API_KEY``; it is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient
+from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
+from .errors import InvalidParameterError, KeyAPIError
+from .idsfile import IdsFile, check_ids_file, format_problems
+from .models import RankType, VideoRankField
+from .progress import make_progress, summary_table
+from .sinks import CsvSink, FileSink, JsonlSink, MissingExtraError, ParquetSink
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+FORMATS = {"jsonl": JsonlSink, "csv": CsvSink, "parquet": ParquetSink}
+
+_EPILOG_VIDEOS = """\
+IDS_FILE holds one video id a line, or is a CSV with a video_id column; '-' reads
+standard input. Blank lines and lines starting with '#' are skipped. Every id is checked
+before the first request: a file with bad ids is refused with their line numbers.
+
+Re-running the same command resumes: ids already in OUT (or recorded as unknown to the
+API in OUT.missing.txt) are skipped, so no credit is spent twice. Ctrl-C stops cleanly.
+
+examples:
+  export KEYAPI_API_KEY=...            # the key; prefer the environment to --api-key
+  keyapi-async videos ids.txt -o videos.jsonl
+  keyapi-async videos ids.csv -o videos.parquet --format parquet --qps 20
+  cut -d, -f1 export.csv | keyapi-async videos - -o videos.csv
+  keyapi-async videos ids.txt -o out.jsonl --mock      # against a local fake API
+
+exit codes: 0 all fetched or missing, 1 some ids failed, 2 aborted (bad input, 401,
+402), 130 interrupted (resumable)."""
+
+_EPILOG_RANKING = """\
+Stores a ranking list page by page, in rank order. Re-running the same command resumes
+after the last page stored; a different query with the same OUT is refused.
+
+examples:
+  keyapi-async ranking --date 2024-05-01 --region US --rank-field views --rank-type day \\
+      -o ranking.jsonl
+  keyapi-async ranking --date 2024-04-29 --region GB --rank-field sales --rank-type week \\
+      --category 601450 --ai false --max-pages 50 -o weekly.csv
+
+exit codes: 0 done, 1 a page failed after its retries (re-run to continue), 2 aborted
+(bad input, 401, 402), 130 interrupted (resumable)."""
+
+_EPILOG_DEMO = """\
+Starts the embedded fake KeyAPI server (with latency, a QPS limit it enforces and a few
+injected faults: 5xx, resets, 429s, truncated answers) and crawls a few thousand ids
+against it into a JSONL file, showing progress and the summary. Needs no key and no
+network; takes a few seconds.
+
+examples:
+  keyapi-async demo
+  keyapi-async demo --ids 10000 --qps 100 --out-dir ./demo-out"""
+
+_EPILOG_MOCK = """\
+Runs the fake KeyAPI server until Ctrl-C; it prints 'listening on URL'. Point a crawl at
+it with --base-url URL and KEYAPI_API_KEY=test-key.
+
+examples:
+  keyapi-async mock-server --port 8080 --qps 10 --latency 0.1
+  keyapi-async mock-server --fault http_5xx=0.05 --fault reset=0.01 --credits 1000"""
+
+
+def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> None:
+    group = parser.add_argument_group("connection")
+    group.add_argument("--base-url", help="API root (default: KEYAPI_BASE_URL or production)")
+    group.add_argument(
+        "--api-key",
+        help="API key (default: the KEYAPI_API_KEY environment variable, preferred: a key "
+        "given here lands in your shell history and the process list)",
+    )
+    group.add_argument(
+        "--mock", action="store_true",
+        help="start the embedded fake KeyAPI server and crawl against it (no key needed)",
+    )
+    group.add_argument(
+        "--qps", type=float, default=default_qps,
+        help=f"request starts per second, retries included (default {default_qps:g})",
+    )
+    group.add_argument("--max-concurrency", type=int, help="cap on requests in flight")
+    group.add_argument(
+        "--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
+        help=f"retries per request (default {DEFAULT_MAX_RETRIES})",
+    )
+    group.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT,
+        help=f"seconds per attempt (default {DEFAULT_TIMEOUT:g})",
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
+    out.add_argument(
+        "--format", choices=sorted(FORMATS),
+        help="output format (default: from OUT's extension, else jsonl); parquet writes a "
+        "directory of part files and needs keyapi-async[parquet]",
+    )
+    out.add_argument(
+        "--no-resume", action="store_true",
+        help="start over: overwrite OUT instead of resuming the crawl stored there",
+    )
+    out.add_argument(
+        "--progress-interval", type=float, default=5.0, metavar="SECONDS",
+        help="seconds between progress lines when stderr is not a terminal (default 5)",
+    )
+    out.add_argument("-v", "--verbose", action="store_true", help="log retries and errors")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (sub-commands videos, ranking, mock-server, demo)."""
+    parser = argparse.ArgumentParser(
+        prog="keyapi-async",
+        description="Bulk crawls of KeyAPI's TikTok video analytics into JSONL, CSV or "
+        "Parquet: resumable, at the key's full QPS, each credit paid once.",
+        epilog="Run 'keyapi-async COMMAND --help' for a command's options and examples.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    videos = commands.add_parser(
+        "videos", help="fetch the details of every id in a file",
+        description="Fetch the details of every video id in IDS_FILE into OUT.",
+        epilog=_EPILOG_VIDEOS, formatter_class=formatter,
+    )
+    videos.add_argument("ids_file", metavar="IDS_FILE", help="ids file, or - for stdin")
+    _add_client_options(videos, DEFAULT_QPS)
+
+    ranking = commands.add_parser(
+        "ranking", help="store a ranking list",
+        description="Store a ranking list (all its pages, or --max-pages) into OUT.",
+        epilog=_EPILOG_RANKING, formatter_class=formatter,
+    )
+    ranking.add_argument("--date", required=True, help="YYYY-MM-DD (a Monday for week, "
+                         "the 1st for month)")
+    ranking.add_argument("--region", required=True, help="region code, e.g. US")
+    ranking.add_argument("--rank-field", required=True, choices=["views", "sales"])
+    ranking.add_argument("--rank-type", required=True, choices=["day", "week", "month"])
+    ranking.add_argument("--category", metavar="ID", help="product category id")
+    ranking.add_argument("--ai", type=_bool, metavar="true|false",
+                         help="only videos (not) created by AI")
+    ranking.add_argument("--max-pages", type=int, metavar="N", help="stop after N pages")
+    _add_client_options(ranking, DEFAULT_QPS)
+
+    mock = commands.add_parser(
+        "mock-server", help="run the fake KeyAPI server",
+        description="Run a local fake KeyAPI server for tests and trials.",
+        epilog=_EPILOG_MOCK, formatter_class=formatter,
+    )
+    from .testing.cli import add_arguments
+
+    add_arguments(mock)
+
+    demo = commands.add_parser(
+        "demo", help="crawl a few thousand ids against the embedded fake server",
+        description="The main job, end to end, offline: a bulk crawl against a local fake API.",
+        epilog=_EPILOG_DEMO, formatter_class=formatter,
+    )
+    demo.add_argument("--ids", type=int, default=3000, help="ids to crawl (default 3000)")
+    demo.add_argument("--qps", type=float, default=50.0,
+                      help="QPS the fake server enforces and the client keeps (default 50)")
+    demo.add_argument("--out-dir", help="where to write demo.jsonl (default: a temp dir)")
+    demo.add_argument("--format", choices=sorted(FORMATS), default="jsonl")
+    return parser
+
+
+def _sink(args: argparse.Namespace, output: Path) -> FileSink:
+    name = args.format
+    if name is None:
+        suffix = output.suffix.lower()
+        name = {".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
+    sink: FileSink = FORMATS[name](output)
+    return sink
+
+
+def _exit_code(report: CrawlReport) -> int:
+    if report.ok:
+        return EXIT_OK
+    if report.aborted == "interrupted":
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
+
+
+@contextlib.asynccontextmanager
+async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator[KeyAPIClient]:
+    """A client for the real API, or for an embedded fake server with ``--mock``."""
+    options: dict[str, Any] = {
+        "qps": args.qps, "max_concurrency": args.max_concurrency,
+        "max_retries": args.max_retries, "timeout": args.timeout,
+    }
+    if not getattr(args, "mock", False):
+        async with KeyAPIClient(args.api_key, base_url=args.base_url, **options) as client:
+            yield client
+        return
+    from .testing import DEFAULT_API_KEY, FakeKeyAPI
+
+    server_options.setdefault("qps", args.qps)
+    server_options.setdefault("latency", 0.05)
+    server_options.setdefault("jitter", 0.03)
+    async with FakeKeyAPI(**server_options) as server:
+        print(f"mock: fake KeyAPI server at {server.url}", file=sys.stderr)
+        async with KeyAPIClient(DEFAULT_API_KEY, base_url=server.url, **options) as client:
+            yield client
+
+
+async def _with_signals(
+    run: Callable[[asyncio.Event], Awaitable[CrawlReport]],
+) -> CrawlReport:
+    """Run a crawl; the first SIGINT/SIGTERM stops it cleanly, a second one at once."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            print("\nstopping: finishing requests in flight (Ctrl-C again to stop now)",
+                  file=sys.stderr, flush=True)
+            stop.set()
+        else:
+            task.cancel()
+
+    task = asyncio.ensure_future(run(stop))
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal)
+            installed.append(signum)
+    try:
+        return await task
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def _finish(report: CrawlReport, progress: Any, ranking: bool) -> int:
+    progress.finish(report)
+    sys.stdout.write(summary_table(report, ranking=ranking))
+    sys.stdout.flush()
+    return _exit_code(report)
+
+
+async def _videos(args: argparse.Namespace, ids: IdsFile, total: int) -> int:
+    sink = _sink(args, Path(args.output))
+    progress = make_progress(total, interval=args.progress_interval)
+    try:
+        async with _api(args) as client:
+            report = await _with_signals(
+                lambda stop: crawl_video_details(
+                    client, ids, sink, resume=not args.no_resume, on_progress=progress,
+                    stop=stop, stop_grace=min(10.0, args.timeout),
+                )
+            )
+    except KeyAPIError as exc:
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            _finish(partial, progress, ranking=False)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+    return _finish(report, progress, ranking=False)
+
+
+async def _ranking(args: argparse.Namespace) -> int:
+    sink = _sink(args, Path(args.output))
+    total = None if args.max_pages is None else args.max_pages * 10
+    progress = make_progress(total, interval=args.progress_interval, unit="records")
+    try:
+        async with _api(args) as client:
+            report = await _with_signals(
+                lambda stop: crawl_video_ranking(
+                    client, sink, date=args.date, region=args.region,
+                    video_rank_field=VideoRankField[args.rank_field.upper()],
+                    rank_type=RankType[args.rank_type.upper()], max_pages=args.max_pages,
+                    product_category_id=args.category, created_by_ai=args.ai,
+                    resume=not args.no_resume, on_progress=progress, stop=stop,
+                    stop_grace=min(10.0, args.timeout),
+                )
+            )
+    except KeyAPIError as exc:
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            _finish(partial, progress, ranking=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ABORTED if exc.fatal or partial is None else EXIT_FAILED
+    return _finish(report, progress, ranking=True)
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from .testing import DEFAULT_API_KEY, FakeKeyAPI, Faults
+
+    out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="keyapi-demo-"))
+    os.makedirs(out_dir, exist_ok=True)
+    output = out_dir / f"demo.{args.format}"
+    sink = FORMATS[args.format](output)
+    faults = Faults(http_5xx=0.03, reset=0.01, body_429=0.01, truncated=0.01)
+    async with FakeKeyAPI(qps=args.qps, latency=0.08, jitter=0.04, faults=faults) as server:
+        ids = server.make_ids(args.ids)
+        print(
+            f"demo: crawling {len(ids):,} ids from a fake KeyAPI at {server.url} "
+            f"({args.qps:g} qps enforced, ~80 ms latency, ~6% injected faults) into {output}",
+            file=sys.stderr,
+        )
+        progress = make_progress(len(ids), interval=2.0)
+        async with KeyAPIClient(DEFAULT_API_KEY, base_url=server.url, qps=args.qps) as client:
+            report = await _with_signals(
+                lambda stop: crawl_video_details(
+                    client, ids, sink, resume=False, on_progress=progress, stop=stop
+                )
+            )
+        stats = server.stats()
+    code = _finish(report, progress, ranking=False)
+    print(
+        f"server saw {stats.requests:,} requests, charged {stats.credits_spent:,} credits, "
+        f"injected {sum(stats.faults_injected.values()):,} faults; busiest second: "
+        f"{stats.busiest_window} requests (limit {args.qps:g})"
+    )
+    return code
+
+
+def _mock_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .testing.cli import serve, server_from_args
+
+    try:
+        server = server_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(server))
+    return EXIT_OK
+
+
+def _check_ids(args: argparse.Namespace) -> tuple[IdsFile, int] | int:
+    try:
+        ids = IdsFile(args.ids_file)
+    except InvalidParameterError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return EXIT_ABORTED
+    try:
+        check = check_ids_file(ids)
+    except (InvalidParameterError, UnicodeDecodeError) as exc:
+        ids.close()
+        print(f"error: {ids.name}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return EXIT_ABORTED
+    if not check.ok:
+        ids.close()
+        sys.stderr.write(format_problems(check, ids.name))
+        return EXIT_ABORTED
+    return ids, check.unique
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "mock-server":
+        return _mock_server(args, parser)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "demo":
+            return asyncio.run(_demo(args))
+        if not args.mock and not (args.api_key or os.environ.get("KEYAPI_API_KEY")):
+            print("error: no API key: set the KEYAPI_API_KEY environment variable "
+                  "(or use --mock to try against a local fake server)", file=sys.stderr)
+            return EXIT_ABORTED
+        if args.command == "ranking":
+            return asyncio.run(_ranking(args))
+        checked = _check_ids(args)
+        if isinstance(checked, int):
+            return checked
+        ids, total = checked
+        with ids:
+            return asyncio.run(_videos(args, ids, total))
+    except (MissingExtraError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+    except KeyAPIError as exc:  # configuration or validation, before any request
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,554 @@
+"""Bulk crawls: ids (or a ranking list) in, a dataset out, each credit paid once.
+
+:func:`crawl_video_details` streams ids through :meth:`KeyAPIClient.iter_detail_batches`
+and :func:`crawl_video_ranking` walks :meth:`KeyAPIClient.iter_ranking_pages`; both write
+each answer to a sink as it arrives and account for every id in a :class:`CrawlReport`.
+
+Accounting (details): every unique id of the input ends in exactly one of
+``skipped_resumed`` (done by an earlier run), ``fetched``, ``missing`` (unknown to the
+API), ``failed`` (id -> reason) or ``not_attempted``, so
+``requested == skipped_resumed + fetched + missing + len(failed) + not_attempted``.
+
+Resume: with a built-in file sink, the crawl reads back the ``video_id`` of every record
+already in the output plus the ids recorded missing (``OUT.missing.txt``) and skips them;
+a ranking crawl starts after the last page stored. See :mod:`keyapi_async.crawlstate`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Collection, Iterable
+from contextlib import aclosing
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+from .client import DetailBatch, KeyAPIClient
+from .crawlstate import CrawlState, MissingLog, load_state, save_state
+from .errors import InvalidParameterError, KeyAPIError
+from .idsfile import compact_id
+from .sinks import FileSink, Sink
+from .validation import MAX_PAGE_SIZE, check_page, ranking_query, video_id
+
+__all__ = ["CrawlReport", "ProgressCallback", "crawl_video_details", "crawl_video_ranking"]
+
+T = TypeVar("T")
+
+#: Seconds in-flight requests get to finish after a stop is requested.
+DEFAULT_STOP_GRACE = 10.0
+
+
+@dataclass
+class CrawlReport:
+    """What a crawl did. Live during the crawl (``on_progress`` gets it), final after.
+
+    ``credits_spent`` counts the successful answers the client saw. An answer the server
+    charged but that arrived damaged (truncated, say) and was retried looks like a failure
+    from the client's side, so the server's own count can be higher.
+    ``requests``, ``retries`` and ``rate_limited`` are the client's counters over the crawl
+    (they include any other call made concurrently on the same client).
+    """
+
+    #: unique ids in the input (details) or records stored (ranking)
+    requested: int = 0
+    fetched: int = 0
+    missing: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    not_attempted: int = 0
+    skipped_resumed: int = 0
+    requests: int = 0
+    credits_spent: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    elapsed: float = 0.0
+    #: ranking crawls: pages stored by this run, and whether the list is complete
+    pages: int = 0
+    complete: bool = False
+    #: why the crawl ended early: "interrupted", or the error that aborted it
+    aborted: str | None = None
+    #: the output path (built-in sinks)
+    output: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when every id was fetched or found missing (nothing failed or left over)."""
+        return not self.failed and not self.not_attempted and self.aborted is None
+
+    @property
+    def accounted(self) -> int:
+        """Ids with an outcome; equals ``requested`` once a details crawl has returned."""
+        return (
+            self.skipped_resumed + self.fetched + self.missing + len(self.failed)
+            + self.not_attempted
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, with ``failed`` as a count (the ids are in :attr:`failed`)."""
+        data = asdict(self)
+        data["failed"] = len(self.failed)
+        data["ok"] = self.ok
+        return data
+
+
+ProgressCallback = Callable[[CrawlReport], None]
+
+
+class _ClientCounters:
+    """The client's counters at the start, so the report can show this crawl's share."""
+
+    def __init__(self, client: KeyAPIClient) -> None:
+        self.client = client
+        stats = client.stats
+        self.start = (stats.requests, stats.retries, stats.rate_limited)
+
+    def update(self, report: CrawlReport) -> None:
+        stats = self.client.stats
+        report.requests = stats.requests - self.start[0]
+        report.retries = stats.retries - self.start[1]
+        report.rate_limited = stats.rate_limited - self.start[2]
+
+
+class _Stopper:
+    """Races each step of a crawl against a stop request, with a grace for in-flight work."""
+
+    def __init__(self, stop: asyncio.Event | None, grace: float, on_stop: Callable[[], None]):
+        self.stop = stop
+        self.grace = grace
+        self.on_stop = on_stop
+        self.deadline: float | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.deadline is not None
+
+    async def next(self, source: AsyncGenerator[T, None]) -> T:
+        """The next item of ``source``; TimeoutError when the grace ran out (source closed)."""
+        if self.stop is None:
+            return await anext(source)
+        loop = asyncio.get_running_loop()
+        step: asyncio.Future[T] = asyncio.ensure_future(anext(source))
+        waiter: asyncio.Future[Any] | None = None
+        try:
+            if self.deadline is None:
+                waiter = asyncio.ensure_future(self.stop.wait())
+                await asyncio.wait({step, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if step.done():
+                    return step.result()
+                self.deadline = loop.time() + self.grace
+                self.on_stop()
+            await asyncio.wait({step}, timeout=max(0.0, self.deadline - loop.time()))
+            if step.done():
+                return step.result()
+            raise TimeoutError("stop grace expired")
+        finally:
+            if waiter is not None:
+                waiter.cancel()
+            if not step.done():
+                # Cancelling the step ends the generator: its in-flight requests are cancelled.
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+
+
+class _Outputs:
+    """The sink plus, for built-in file sinks, the state file and the missing-ids journal."""
+
+    def __init__(self, sink: Sink, kind: str, params: dict[str, Any]) -> None:
+        self.sink = sink
+        self.file = sink if isinstance(sink, FileSink) else None
+        self.state = CrawlState(kind=kind, params=params)
+        self.missing: MissingLog | None = None
+        #: the state a previous run left, when resuming
+        self.previous: CrawlState | None = None
+        if self.file is not None:
+            path = self.file.path
+            self.missing = MissingLog(path.with_name(path.name + ".missing.txt"))
+
+    @property
+    def output(self) -> str | None:
+        return None if self.file is None else str(self.file.path)
+
+    def open(self, resume: bool) -> tuple[list[str | None], list[str]]:
+        """Prepare the output; return (ids stored, ids recorded missing) when resuming."""
+        if self.file is None:
+            return [], []
+        assert self.missing is not None
+        previous = load_state(self.file.state_path)
+        if not resume:
+            self.file.discard()
+            self.missing.discard()
+            self.save()
+            return [], []
+        if previous is not None and (
+            previous.kind != self.state.kind or previous.params != self.state.params
+        ):
+            raise InvalidParameterError(
+                f"{self.file.path} holds another crawl ({previous.kind} {previous.params}); "
+                "use another output or disable resume to overwrite it"
+            )
+        self.previous = previous
+        stored = list(self.file.recover()) if self.file.exists() else []
+        missing = list(self.missing.recover())
+        self.save()
+        return stored, missing
+
+    def save(self) -> None:
+        if self.file is not None:
+            save_state(self.file.state_path, self.state)
+
+    async def close(self, report: CrawlReport, status: str) -> None:
+        try:
+            await self.sink.close()
+        finally:
+            if self.missing is not None:
+                self.missing.close()
+            self.state.status = status
+            self.state.summary = report.to_dict()
+            self.save()
+
+
+def _reason(exc: KeyAPIError) -> str:
+    reason = f"{type(exc).__name__}: {exc.message}"
+    if exc.status is not None:
+        reason += f" (HTTP {exc.status})"
+    if exc.request_id:
+        reason += f" [request id {exc.request_id}]"
+    return reason
+
+
+class _Feed:
+    """The crawl's view of the input: validates, drops repeats and ids already done.
+
+    Handed to the client as its id source (with ``dedupe=False``); it can be stopped, and
+    after an abort it is drained to count the ids never sent.
+    """
+
+    def __init__(self, done: set[int | str], report: CrawlReport) -> None:
+        self.done = done
+        self.seen: set[int | str] = set()
+        self.report = report
+        self.position = 0
+        self.handed = 0
+        self.stopped = False
+        self.error: InvalidParameterError | None = None
+
+    def accept(self, value: object) -> str | None:
+        """The id to send for ``value``, or None to skip it; stops the feed on a bad id."""
+        position = self.position
+        self.position += 1
+        try:
+            vid = video_id(value, position)
+        except InvalidParameterError as exc:
+            if self.error is None:
+                self.error = exc
+            self.stopped = True
+            return None
+        key = compact_id(vid)
+        if key in self.seen:
+            return None
+        self.seen.add(key)
+        self.report.requested += 1
+        if key in self.done:
+            self.done.discard(key)  # seen now holds it: keep one copy in memory
+            self.report.skipped_resumed += 1
+            return None
+        return vid
+
+    def count_rest(self, rest: Iterable[object]) -> None:
+        """Count the unique new ids left in the input as not attempted (no requests)."""
+        for value in rest:
+            try:
+                vid = video_id(value)
+            except InvalidParameterError:
+                continue
+            key = compact_id(vid)
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            self.report.requested += 1
+            if key in self.done:
+                self.done.discard(key)
+                self.report.skipped_resumed += 1
+            else:
+                self.report.not_attempted += 1
+
+
+class _SyncFeed(_Feed):
+    def __init__(self, ids: Iterable[object], done: set[int | str], report: CrawlReport):
+        super().__init__(done, report)
+        self._it = iter(ids)
+
+    def __iter__(self) -> _SyncFeed:
+        return self
+
+    def __next__(self) -> str:
+        while not self.stopped:
+            value = next(self._it)
+            vid = self.accept(value)
+            if vid is not None:
+                self.handed += 1
+                return vid
+        raise StopIteration
+
+    async def drain(self) -> None:
+        self.count_rest(self._it)
+
+
+class _AsyncFeed(_Feed):
+    def __init__(self, ids: AsyncIterable[object], done: set[int | str], report: CrawlReport):
+        super().__init__(done, report)
+        self._it = aiter(ids)
+
+    def __aiter__(self) -> _AsyncFeed:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self.stopped:
+            value = await anext(self._it)
+            vid = self.accept(value)
+            if vid is not None:
+                self.handed += 1
+                return vid
+        raise StopAsyncIteration
+
+    async def drain(self) -> None:
+        rest: list[object] = []
+        async for value in self._it:
+            rest.append(value)
+            if len(rest) >= 10_000:
+                self.count_rest(rest)
+                rest.clear()
+        self.count_rest(rest)
+
+
+async def crawl_video_details(
+    client: KeyAPIClient,
+    ids: Iterable[str | int] | AsyncIterable[str | int],
+    sink: Sink,
+    resume: bool = True,
+    on_progress: ProgressCallback | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+    stop_grace: float = DEFAULT_STOP_GRACE,
+) -> CrawlReport:
+    """Fetch the details of every id into ``sink``; return the :class:`CrawlReport`.
+
+    ``ids`` is read lazily (a collection is validated whole first; an iterator that turns
+    out to hold a bad id stops the crawl, which raises InvalidParameterError with the
+    partial report as ``err.report``). Each id is requested once. A batch that fails after
+    its retries puts its ids in ``report.failed`` and the crawl goes on; a 401 or 402 ends
+    it: the records fetched are stored, the state written, and the error raised with the
+    partial report attached as ``err.report``.
+
+    With ``resume`` (and a built-in file sink) ids already stored or recorded missing are
+    skipped; ``resume=False`` overwrites the output. Setting ``stop`` ends the crawl
+    early: no new request starts, those in flight get ``stop_grace`` seconds, and the
+    report comes back with ``aborted="interrupted"``. A cancelled crawl still closes the
+    sink and writes its state.
+    """
+    if isinstance(ids, (str, bytes, int)):
+        raise InvalidParameterError(
+            f"expected an iterable of video ids, got a single {type(ids).__name__}"
+        )
+    if isinstance(ids, Collection):
+        for position, value in enumerate(ids):
+            video_id(value, position)  # a bad id anywhere refuses the crawl up front
+    started = time.monotonic()
+    report = CrawlReport()
+    counters = _ClientCounters(client)
+    outputs = _Outputs(sink, "videos", {"format": type(sink).__name__})
+    stored, missing = outputs.open(resume)
+    report.output = outputs.output
+    done: set[int | str] = {compact_id(i) for i in stored if i is not None}
+    done.update(compact_id(i) for i in missing)
+    del stored, missing
+    feed: _SyncFeed | _AsyncFeed = (
+        _AsyncFeed(ids, done, report) if isinstance(ids, AsyncIterable)
+        else _SyncFeed(ids, done, report)
+    )
+
+    def stop_feed() -> None:
+        feed.stopped = True
+
+    stopper = _Stopper(stop, stop_grace, stop_feed)
+    in_batches = 0
+    fatal: KeyAPIError | None = None
+    status = "running"
+    try:
+        batches = client.iter_detail_batches(feed, dedupe=False)
+        async with aclosing(batches):
+            while True:
+                try:
+                    batch = await stopper.next(batches)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    break  # grace expired: in-flight batches were cancelled
+                except KeyAPIError as exc:
+                    fatal = exc  # 401/402, raised after the in-flight batches were yielded
+                    break
+                in_batches += len(batch.ids)
+                await _store_batch(batch, report, outputs)
+                counters.update(report)
+                report.elapsed = time.monotonic() - started
+                if on_progress is not None:
+                    on_progress(report)
+        # Ids handed to the client but never seen back (cancelled in flight).
+        report.not_attempted += feed.handed - in_batches
+        if fatal is not None or feed.error is not None or stopper.stopping:
+            feed.stopped = True
+            await feed.drain()
+        if fatal is not None:
+            report.aborted = _reason(fatal)
+            status = "aborted"
+        elif feed.error is not None:
+            report.aborted = str(feed.error)
+            status = "aborted"
+        elif stopper.stopping:
+            report.aborted = "interrupted"
+            status = "interrupted"
+        else:
+            status = "complete" if report.ok else "failed"
+    except BaseException:
+        status = "interrupted" if status == "running" else status
+        raise
+    finally:
+        counters.update(report)
+        report.elapsed = time.monotonic() - started
+        await outputs.close(report, status)
+    error = fatal or feed.error
+    if error is not None:
+        error.report = report  # type: ignore[attr-defined]
+        raise error
+    return report
+
+
+async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Outputs) -> None:
+    if not batch.sent:
+        report.not_attempted += len(batch.ids)
+        return
+    if batch.error is not None:
+        reason = _reason(batch.error)
+        for vid in batch.ids:
+            report.failed[vid] = reason
+        return
+    report.credits_spent += 1
+    videos = batch.videos
+    found = len(batch.ids) - len(batch.missing)
+    if len(videos) != found:
+        # The answer repeated a record or carried one not asked for: keep one per id asked.
+        asked = set(batch.ids)
+        unique = {v.video_id: v for v in videos if v.video_id in asked}
+        videos = list(unique.values())
+    if videos:
+        await outputs.sink.write(videos)
+    if batch.missing and outputs.missing is not None:
+        outputs.missing.append(batch.missing)
+    report.fetched += found
+    report.missing += len(batch.missing)
+
+
+async def crawl_video_ranking(
+    client: KeyAPIClient,
+    sink: Sink,
+    *,
+    date: Any,
+    region: str,
+    video_rank_field: int,
+    rank_type: int,
+    max_pages: int | None = None,
+    product_category_id: str | int | None = None,
+    created_by_ai: bool | None = None,
+    resume: bool = True,
+    on_progress: ProgressCallback | None = None,
+    page_size: int = MAX_PAGE_SIZE,
+    stop: asyncio.Event | None = None,
+    stop_grace: float = DEFAULT_STOP_GRACE,
+) -> CrawlReport:
+    """Store a whole ranking list (or its first ``max_pages`` pages) in ``sink``.
+
+    Pages are stored in rank order, one write each. With ``resume`` (and a built-in file
+    sink) the crawl starts after the last page already stored: the records in the output
+    say how many pages are done. A page that fails after its retries ends the crawl (a
+    list cannot skip a page): the error is raised with the partial report as
+    ``err.report``, and a re-run continues from there.
+    """
+    query = ranking_query(
+        date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
+        product_category_id=product_category_id, created_by_ai=created_by_ai,
+    )
+    _, page_size = check_page(1, page_size)
+    if max_pages is not None and (
+        not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1
+    ):
+        raise InvalidParameterError(f"invalid max_pages {max_pages!r}: expected an int >= 1")
+    started = time.monotonic()
+    report = CrawlReport()
+    counters = _ClientCounters(client)
+    params = {k: v for k, v in query.params(1, page_size).items() if k != "page_num"}
+    params["format"] = type(sink).__name__
+    outputs = _Outputs(sink, "ranking", params)
+    stored, _ = outputs.open(resume)
+    report.output = outputs.output
+    # Pages are written whole and in order: the records stored say which pages are done.
+    pages_done, partial = divmod(len(stored), page_size)
+    report.skipped_resumed = report.requested = len(stored)
+    previous = outputs.previous
+    complete = bool(partial) or (previous is not None and previous.status == "complete")
+    del stored
+    outputs.state.pages_done = pages_done
+    remaining = None if max_pages is None else max_pages - pages_done
+
+    stopper = _Stopper(stop, stop_grace, lambda: None)
+    error: KeyAPIError | None = None
+    status = "running"
+    try:
+        if not complete and (remaining is None or remaining > 0):
+            pages = client.iter_ranking_pages(
+                date=query.date, region=query.region, video_rank_field=query.video_rank_field,
+                rank_type=query.rank_type, page_size=page_size, start_page=pages_done + 1,
+                max_pages=remaining, product_category_id=query.product_category_id,
+                created_by_ai=query.created_by_ai,
+            )
+            async with aclosing(pages):
+                while not stopper.stopping:
+                    try:
+                        page = await stopper.next(pages)
+                    except (StopAsyncIteration, TimeoutError):
+                        break
+                    except KeyAPIError as exc:
+                        error = exc
+                        break
+                    if page.items:
+                        await sink.write(page.items)
+                    report.credits_spent += 1
+                    report.pages += 1
+                    report.fetched += len(page.items)
+                    report.requested += len(page.items)
+                    outputs.state.pages_done += 1
+                    if len(page.items) < page_size:
+                        complete = True
+                    outputs.save()
+                    counters.update(report)
+                    report.elapsed = time.monotonic() - started
+                    if on_progress is not None:
+                        on_progress(report)
+        report.complete = complete
+        if error is not None:
+            report.aborted = _reason(error)
+            status = "aborted"
+        elif stopper.stopping:
+            report.aborted = "interrupted"
+            status = "interrupted"
+        else:
+            status = "complete" if complete else "partial"
+    except BaseException:
+        status = "interrupted" if status == "running" else status
+        raise
+    finally:
+        counters.update(report)
+        report.elapsed = time.monotonic() - started
+        await outputs.close(report, status)
+    if error is not None:
+        error.report = report  # type: ignore[attr-defined]
+        raise error
+    return report

@@ -1,0 +1,503 @@
+"""Where crawled records go: JSONL (default), CSV or Parquet files, or any object with
+async ``write(records)`` and ``close()``.
+
+Durability, the same for every built-in sink: each batch of records is encoded in memory
+and handed to the kernel in one ``os.write`` on a file opened ``O_APPEND``, so a kill -9
+loses at most the batches not yet written and never leaves a half-written record except
+in the rare case of a write torn by the kill itself; :meth:`FileSink.recover` cuts such a
+torn tail off before a resumed crawl appends. ``os.fsync`` (protection against a power
+loss or kernel crash, not against kill -9, which cannot drop what the kernel holds) runs
+every ``fsync_interval`` seconds (default 1 s; 0 for every batch, None never) and on
+close. Measured on the development VM: a 5 KB append costs ~15 us, an fsync ~200 us.
+
+Parquet files get their footer only when closed, so a killed writer leaves an unreadable
+file. :class:`ParquetSink` therefore writes a directory of closed part files, and journals
+the records of the part being filled to a JSONL file beside it; a resumed run turns a
+leftover journal into a part. A kill -9 thus loses no more than with the other sinks.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+import msgspec.inspect as mi
+
+from .models import RankedVideo, VideoDetail
+
+__all__ = [
+    "CsvSink",
+    "FileSink",
+    "JsonlSink",
+    "MissingExtraError",
+    "ParquetSink",
+    "Sink",
+]
+
+_CHUNK = 1 << 24  # bytes read at a time when scanning an existing output
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Anything a crawl can write records to."""
+
+    async def write(self, records: Sequence[Any]) -> None:
+        """Store one batch of records (msgspec Structs)."""
+
+    async def close(self) -> None:
+        """Flush and release everything; called once, also after an error."""
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class _IdOnly(msgspec.Struct):
+    video_id: str | None = None
+
+
+_ID_LINES = msgspec.json.Decoder(_IdOnly)
+
+
+class FileSink:
+    """Base of the built-in sinks: one output path, durable batch appends, resume support.
+
+    A crawl calls :meth:`recover` (resume) or :meth:`discard` (start over) before the
+    first :meth:`write`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
+        self.path = Path(path)
+        self.fsync_interval = fsync_interval
+        self.records_written = 0
+        self._fd: int | None = None
+        self._last_sync = 0.0
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    # -- the resume protocol -------------------------------------------------------
+
+    @property
+    def state_path(self) -> Path:
+        """The crawl's state file for this output."""
+        return self.path.with_name(self.path.name + ".state.json")
+
+    def exists(self) -> bool:
+        """Whether a previous run left output here."""
+        return self.path.exists()
+
+    def recover(self) -> Iterator[str | None]:
+        """Repair a torn tail and yield the ``video_id`` of every record already written."""
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        """Remove what a previous run wrote."""
+        self.path.unlink(missing_ok=True)
+
+    # -- writing -------------------------------------------------------------------
+
+    def _open(self, path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            self._fd = self._open(self.path)
+        _write_all(self._fd, data)
+        self._maybe_sync(self._fd)
+
+    def _maybe_sync(self, fd: int) -> None:
+        if self.fsync_interval is None:
+            return
+        now = time.monotonic()
+        if now - self._last_sync >= self.fsync_interval:
+            os.fsync(fd)
+            self._last_sync = now
+
+    async def write(self, records: Sequence[Any]) -> None:
+        """Append one batch of records in a single write."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """fsync and close the file."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                if self.fsync_interval is not None:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    async def __aenter__(self) -> FileSink:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _truncate_torn_lines(path: Path) -> int:
+    """Cut everything after the last newline; return the file's new size."""
+    with path.open("r+b") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            block = handle.read(end - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                end = start + cut + 1
+                break
+            end = start
+        if end != size:
+            handle.truncate(end)
+        return end
+
+
+def _jsonl_ids(path: Path) -> Iterator[str | None]:
+    """The video_id of every line of a JSONL file, decoded in large chunks."""
+    with path.open("rb") as handle:
+        rest = b""
+        line_base = 1
+        while True:
+            chunk = handle.read(_CHUNK)
+            buf = rest + chunk
+            cut = buf.rfind(b"\n") + 1 if chunk else len(buf)
+            rest = buf[cut:]
+            if cut:
+                try:
+                    items = _ID_LINES.decode_lines(buf[:cut])
+                except msgspec.DecodeError as exc:
+                    raise ValueError(
+                        f"{path}: corrupt record near line {line_base}: {exc}; "
+                        "move the file away or crawl with resume disabled"
+                    ) from None
+                line_base += buf.count(b"\n", 0, cut)
+                for item in items:
+                    yield item.video_id
+            if not chunk:
+                return
+
+
+class JsonlSink(FileSink):
+    """One JSON object a line, encoded by msgspec (datetimes as RFC 3339 strings)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
+        super().__init__(path, fsync_interval=fsync_interval)
+        self._encoder = msgspec.json.Encoder()
+
+    def recover(self) -> Iterator[str | None]:
+        """Repair a torn tail and yield the ``video_id`` of every line already written."""
+        if not self.path.exists():
+            return iter(())
+        _truncate_torn_lines(self.path)
+        return _jsonl_ids(self.path)
+
+    async def write(self, records: Sequence[Any]) -> None:
+        """Append the batch as JSON lines, one write."""
+        if records:
+            self._append(self._encoder.encode_lines(records))
+            self.records_written += len(records)
+
+
+def _columns(record_type: type) -> list[str]:
+    return [f.name for f in msgspec.structs.fields(record_type)]
+
+
+class CsvSink(FileSink):
+    """Flat CSV with a header: one column per field; lists as JSON text, None empty,
+    booleans ``true``/``false``, datetimes in ISO 8601."""
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
+        super().__init__(path, fsync_interval=fsync_interval)
+        self._encoder = msgspec.json.Encoder()
+        self._header: list[str] | None = None
+
+    def recover(self) -> Iterator[str | None]:
+        """Repair a torn last row and yield the ``video_id`` of every row already written."""
+        if not self.path.exists():
+            return iter(())
+        rows, good_end = self._scan()
+        with self.path.open("r+b") as handle:
+            if handle.seek(0, os.SEEK_END) != good_end:
+                handle.truncate(good_end)
+        return iter(rows)
+
+    def _scan(self) -> tuple[list[str | None], int]:
+        # Rows may span lines (quoted newlines), so lines are fed to csv.reader one by one
+        # while counting bytes: when a row comes out, `consumed` is where it ends.
+        ids: list[str | None] = []
+        consumed = 0
+        good_end = 0
+        column: int | None = None
+
+        def lines() -> Iterator[str]:
+            nonlocal consumed
+            with self.path.open("rb") as handle:
+                for raw in handle:
+                    if not raw.endswith(b"\n"):
+                        return  # torn: a row is complete only with its newline
+                    consumed += len(raw)
+                    yield raw.decode("utf-8")
+
+        reader = csv.reader(lines(), strict=True)
+        try:
+            for row in reader:
+                if self._header is None:
+                    self._header = row
+                    column = row.index("video_id") if "video_id" in row else None
+                    good_end = consumed
+                    continue
+                if len(row) != len(self._header):
+                    break  # a torn row that happened to end on a newline
+                ids.append((row[column] or None) if column is not None else None)
+                good_end = consumed
+        except csv.Error:
+            pass  # an unterminated quote: the torn tail
+        return ids, good_end
+
+    async def write(self, records: Sequence[Any]) -> None:
+        """Append the batch as CSV rows (with the header first in a new file), one write."""
+        if not records:
+            return
+        columns = _columns(type(records[0]))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        if self._header is None and (not self.path.exists() or self.path.stat().st_size == 0):
+            writer.writerow(columns)
+            self._header = columns
+        elif self._header is not None and self._header != columns:
+            raise ValueError(
+                f"{self.path} has other columns than {type(records[0]).__name__} records; "
+                "write to another file or crawl with resume disabled"
+            )
+        encode = self._encoder.encode
+        for row in msgspec.to_builtins(records):
+            writer.writerow([_cell(row[name], encode) for name in columns])
+        self._append(out.getvalue().encode("utf-8"))
+        self.records_written += len(records)
+
+
+def _cell(value: Any, encode: Any) -> Any:
+    if value is None:
+        return ""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, (list, dict)):
+        return encode(value).decode("utf-8")
+    return value
+
+
+# -- Parquet -----------------------------------------------------------------------
+
+_RECORD_TYPES: dict[str, type[msgspec.Struct]] = {
+    "VideoDetail": VideoDetail,
+    "RankedVideo": RankedVideo,
+}
+_PART = re.compile(r"part-(\d{6})\.parquet")
+_JOURNAL = re.compile(r"_part-(\d{6})\.(\w+)\.jsonl")
+
+
+def _require_pyarrow() -> tuple[Any, Any]:
+    try:
+        pa = importlib.import_module("pyarrow")
+        pq = importlib.import_module("pyarrow.parquet")
+    except ImportError:
+        raise MissingExtraError(
+            "ParquetSink needs pyarrow: pip install 'keyapi-async[parquet]'"
+        ) from None
+    return pa, pq
+
+
+def _arrow_type(pa: Any, t: mi.Type) -> Any:
+    if isinstance(t, mi.UnionType):
+        options = [o for o in t.types if not isinstance(o, mi.NoneType)]
+        # Wire-format unions (JSON text | list) hold lists once decoded; ids prefer text.
+        lists = [o for o in options if isinstance(o, mi.ListType)]
+        strings = [o for o in options if isinstance(o, mi.StrType)]
+        return _arrow_type(pa, (lists or strings or options)[0])
+    if isinstance(t, mi.StrType):
+        return pa.string()
+    if isinstance(t, mi.BoolType):
+        return pa.bool_()
+    if isinstance(t, mi.IntType):
+        return pa.int64()
+    if isinstance(t, mi.FloatType):
+        return pa.float64()
+    if isinstance(t, mi.DateTimeType):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(t, mi.ListType):
+        return pa.list_(_arrow_type(pa, t.item_type))
+    if isinstance(t, mi.StructType):
+        return pa.struct([(f.name, _arrow_type(pa, f.type)) for f in t.fields])
+    raise TypeError(f"no Parquet type for {t!r}")
+
+
+def arrow_schema(record_type: type[msgspec.Struct]) -> Any:
+    """The pyarrow schema of a record type (fields in declaration order)."""
+    pa, _ = _require_pyarrow()
+    info = mi.type_info(record_type)
+    assert isinstance(info, mi.StructType)
+    return pa.schema([(f.name, _arrow_type(pa, f.type)) for f in info.fields])
+
+
+class ParquetSink(FileSink):
+    """A directory of Parquet part files (read it whole with ``pyarrow.parquet.read_table``).
+
+    Each part holds up to ``rows_per_part`` records in one row group and is written only
+    once complete, so every file in the directory is always valid; memory is bounded by
+    one part's records. Records of the part being filled are journaled durably to
+    ``_part-NNNNNN.<Type>.jsonl`` (ignored by pyarrow's dataset reader) and a resumed run
+    converts that journal into a part. Needs the ``parquet`` extra (pyarrow).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        rows_per_part: int = 10_000,
+        fsync_interval: float | None = 1.0,
+    ):
+        self._pa, self._pq = _require_pyarrow()
+        super().__init__(path, fsync_interval=fsync_interval)
+        if rows_per_part < 1:
+            raise ValueError("rows_per_part must be >= 1")
+        self.rows_per_part = rows_per_part
+        self._encoder = msgspec.json.Encoder()
+        self._buffer: list[Any] = []
+        self._type: type[Any] | None = None
+        self._journal: Path | None = None
+        self._next_part: int | None = None
+
+    def _parts(self) -> list[tuple[int, Path]]:
+        if not self.path.is_dir():
+            return []
+        found = [
+            (int(m.group(1)), p) for p in self.path.iterdir() if (m := _PART.fullmatch(p.name))
+        ]
+        return sorted(found)
+
+    def _journals(self) -> list[tuple[int, str, Path]]:
+        if not self.path.is_dir():
+            return []
+        found = [
+            (int(m.group(1)), m.group(2), p)
+            for p in self.path.iterdir()
+            if (m := _JOURNAL.fullmatch(p.name))
+        ]
+        return sorted(found)
+
+    def _part_number(self) -> int:
+        if self._next_part is None:
+            parts = self._parts()
+            self._next_part = parts[-1][0] + 1 if parts else 0
+        return self._next_part
+
+    def recover(self) -> Iterator[str | None]:
+        """Finish what a killed run left (journal -> part) and yield every stored id."""
+        if not self.path.is_dir():
+            return iter(())
+        for stale in self.path.glob("_part-*.parquet.tmp"):
+            stale.unlink()
+        done = {number for number, _ in self._parts()}
+        for number, type_name, journal in self._journals():
+            record_type = _RECORD_TYPES.get(type_name)
+            if number in done or record_type is None:
+                journal.unlink()  # already converted when the run was killed
+                continue
+            _truncate_torn_lines(journal)
+            records = msgspec.json.Decoder(record_type).decode_lines(journal.read_bytes())
+            if records:
+                self._write_part(number, records, record_type)
+            journal.unlink()
+        self._next_part = None
+        return self._stored_ids()
+
+    def _stored_ids(self) -> Iterator[str | None]:
+        for _, part in self._parts():
+            table = self._pq.read_table(part, columns=["video_id"])
+            yield from table.column("video_id").to_pylist()
+
+    def discard(self) -> None:
+        """Remove the parts and journals of a previous run (other files are left alone)."""
+        for _, part in self._parts():
+            part.unlink()
+        for _, _, journal in self._journals():
+            journal.unlink()
+
+    def _write_part(self, number: int, records: Sequence[Any], record_type: type[Any]) -> None:
+        rows = msgspec.to_builtins(records, builtin_types=(datetime,))
+        table = self._pa.Table.from_pylist(rows, schema=arrow_schema(record_type))
+        final = self.path / f"part-{number:06d}.parquet"
+        temp = self.path / f"_part-{number:06d}.parquet.tmp"
+        self._pq.write_table(table, temp, row_group_size=len(records))
+        if self.fsync_interval is not None:
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(temp, final)
+
+    def _flush_part(self) -> None:
+        if not self._buffer:
+            return
+        assert self._type is not None
+        self._write_part(self._part_number(), self._buffer, self._type)
+        self._next_part = self._part_number() + 1
+        self._buffer = []
+        # The part is in place: its journal is now redundant (a crash right here leaves
+        # both, and recover() drops the journal of any part that exists).
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+        if self._journal is not None:
+            self._journal.unlink(missing_ok=True)
+            self._journal = None
+
+    async def write(self, records: Sequence[Any]) -> None:
+        """Journal the batch (one write) and add it to the part being filled."""
+        if not records:
+            return
+        record_type = type(records[0])
+        if self._type is None:
+            if record_type.__name__ not in _RECORD_TYPES:
+                raise TypeError(f"ParquetSink stores VideoDetail or RankedVideo, not {record_type}")
+            self._type = record_type
+        elif record_type is not self._type:
+            raise TypeError(f"ParquetSink got {record_type.__name__} after {self._type.__name__}")
+        if self._journal is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            name = f"_part-{self._part_number():06d}.{record_type.__name__}.jsonl"
+            self._journal = self.path / name
+            self._fd = self._open(self._journal)
+        assert self._fd is not None
+        _write_all(self._fd, self._encoder.encode_lines(records))
+        self._maybe_sync(self._fd)
+        self._buffer.extend(records)
+        self.records_written += len(records)
+        if len(self._buffer) >= self.rows_per_part:
+            self._flush_part()
+
+    async def close(self) -> None:
+        """Write the last part and remove its journal."""
+        self._flush_part()
+        await super().close()
