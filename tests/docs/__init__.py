@@ -1,0 +1,1 @@
+"""Tests that keep docs/ honest: runnable examples, complete reference, fresh figures."""
