@@ -118,8 +118,8 @@ def fmt(value: float | None) -> str:
     """A compact human rendering of a figure."""
     if value is None:
         return "-"
-    if value == 0:
-        return "0"
+    if float(value).is_integer() and abs(value) < 1e12:
+        return f"{int(value):,}"
     magnitude = abs(value)
     if magnitude >= 100_000:
         return f"{value:,.0f}"
@@ -184,22 +184,21 @@ class ServerProcess:
 @contextlib.contextmanager
 def fake_server(*args: str, keys: Sequence[str] = (API_KEY,)) -> Iterator[ServerProcess]:
     """Start ``python -m keyapi_async.testing`` on 127.0.0.1 with ``args``; always stop it."""
-    errors = tempfile.TemporaryFile(mode="w+")
     cmd = [
         sys.executable, "-m", "keyapi_async.testing", "--host", "127.0.0.1", "--port", "0",
         "--api-key", *keys, *args,
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
-    try:
-        assert proc.stdout is not None
-        url = _await_url(proc, proc.stdout)
-        if url is None:
-            errors.seek(0)
-            raise RuntimeError(f"fake server did not start: {errors.read()[-2000:]}")
-        yield ServerProcess(url, proc)
-    finally:
-        stop_process(proc)
-        errors.close()
+    with tempfile.TemporaryFile(mode="w+") as errors:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True)
+        try:
+            assert proc.stdout is not None
+            url = _await_url(proc, proc.stdout)
+            if url is None:
+                errors.seek(0)
+                raise RuntimeError(f"fake server did not start: {errors.read()[-2000:]}")
+            yield ServerProcess(url, proc)
+        finally:
+            stop_process(proc)
 
 
 def _await_url(proc: subprocess.Popen[str], stdout: Any) -> str | None:
