@@ -278,7 +278,7 @@ async def _videos(args: argparse.Namespace, ids: IdsFile, total: int) -> int:
             report = await _with_signals(
                 lambda stop: crawl_video_details(
                     client, ids, sink, resume=not args.no_resume, on_progress=progress,
-                    stop=stop, stop_grace=min(10.0, args.timeout),
+                    stop=stop, stop_grace=min(5.0, args.timeout),
                 )
             )
     except KeyAPIError as exc:
@@ -303,7 +303,7 @@ async def _ranking(args: argparse.Namespace) -> int:
                     rank_type=RankType[args.rank_type.upper()], max_pages=args.max_pages,
                     product_category_id=args.category, created_by_ai=args.ai,
                     resume=not args.no_resume, on_progress=progress, stop=stop,
-                    stop_grace=min(10.0, args.timeout),
+                    stop_grace=min(5.0, args.timeout),
                 )
             )
     except KeyAPIError as exc:
