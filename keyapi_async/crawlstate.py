@@ -21,6 +21,8 @@ from typing import Any
 
 import msgspec
 
+from .sinks import write_all
+
 __all__ = ["STATE_VERSION", "CrawlState", "MissingLog", "load_state", "save_state"]
 
 STATE_VERSION = 1
@@ -94,7 +96,7 @@ class MissingLog:
             return
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, text.encode("ascii"))
+        write_all(self._fd, text.encode("ascii"))
 
     def discard(self) -> None:
         """Forget the ids of a previous run."""

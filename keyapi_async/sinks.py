@@ -112,7 +112,7 @@ class FileSink:
     def _append(self, data: bytes) -> None:
         if self._fd is None:
             self._fd = self._open(self.path)
-        _write_all(self._fd, data)
+        write_all(self._fd, data)
         self._maybe_sync(self._fd)
 
     def _maybe_sync(self, fd: int) -> None:
@@ -144,7 +144,8 @@ class FileSink:
         await self.close()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a write may be partial)."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -490,7 +491,7 @@ class ParquetSink(FileSink):
             self._journal = self.path / name
             self._fd = self._open(self._journal)
         assert self._fd is not None
-        _write_all(self._fd, self._encoder.encode_lines(records))
+        write_all(self._fd, self._encoder.encode_lines(records))
         self._maybe_sync(self._fd)
         self._buffer.extend(records)
         self.records_written += len(records)
