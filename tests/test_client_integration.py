@@ -15,8 +15,12 @@ from keyapi_async.testing import FakeKeyAPI, Faults
 KEY = "test-key"
 DETAIL = "/v1/tiktok/video/detail/analytics"
 RANKING = "/v1/tiktok/video/ranking/analytics"
-RANK_ARGS: dict[str, Any] = {"date": "2026-11-16", "region": "US", "video_rank_field": 1,
-                             "rank_type": ka.RankType.WEEK}
+RANK_ARGS: dict[str, Any] = {
+    "date": "2026-11-16",
+    "region": "US",
+    "video_rank_field": 1,
+    "rank_type": ka.RankType.WEEK,
+}
 
 
 def client_for(server: FakeKeyAPI, **kwargs: Any) -> ka.KeyAPIClient:
@@ -27,10 +31,12 @@ def client_for(server: FakeKeyAPI, **kwargs: Any) -> ka.KeyAPIClient:
 
 def sdk_tasks(tasks: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
     """The tasks running SDK code (the fake server's handler tasks share this loop)."""
+
     def is_sdk(task: asyncio.Task[Any]) -> bool:
         filename = getattr(task.get_coro(), "cr_code", None)
         path = filename.co_filename if filename else ""
         return "keyapi_async" in path and "testing" not in path
+
     return [t for t in tasks if is_sdk(t)]
 
 
@@ -40,8 +46,9 @@ def detail_batches(server: FakeKeyAPI) -> list[list[str]]:
 
 async def test_server_never_sees_more_than_qps_starts_in_any_second() -> None:
     qps = 20
-    async with FakeKeyAPI(qps=qps, qps_mode="sliding", count_rejected=True,
-                          latency=0.02, jitter=0.01) as server:
+    async with FakeKeyAPI(
+        qps=qps, qps_mode="sliding", count_rejected=True, latency=0.02, jitter=0.01
+    ) as server:
         ids = server.make_ids(600)
         async with client_for(server, qps=qps) as client:
             videos = await client.video_details(ids)
@@ -68,9 +75,17 @@ async def test_batching_and_dedupe_as_seen_by_the_server() -> None:
 
 @pytest.mark.parametrize(
     "faults",
-    [Faults(http_5xx={1, 2, 5}), Faults(body_429=0.3), Faults(body_500=0.3),
-     Faults(html_502={1, 3}), Faults(reset={2, 4}), Faults(truncated={1, 6}),
-     Faults(control_chars=0.5), Faults(real_arrays=1.0), Faults(fail_first=2)],
+    [
+        Faults(http_5xx={1, 2, 5}),
+        Faults(body_429=0.3),
+        Faults(body_500=0.3),
+        Faults(html_502={1, 3}),
+        Faults(reset={2, 4}),
+        Faults(truncated={1, 6}),
+        Faults(control_chars=0.5),
+        Faults(real_arrays=1.0),
+        Faults(fail_first=2),
+    ],
     ids=lambda f: next(k for k, v in vars(f).items() if v not in (0, 0.0, None, 30.0, 500)),
 )
 async def test_retries_recover_every_record_under_each_fault(faults: Faults) -> None:
@@ -90,10 +105,14 @@ async def test_retries_recover_every_record_under_each_fault(faults: Faults) -> 
 
 
 async def test_real_arrays_and_control_characters_in_ranking_pages() -> None:
-    async with FakeKeyAPI(faults=Faults(real_arrays=0.5, control_chars=0.5), ranking_length=30) as server:
+    async with FakeKeyAPI(
+        faults=Faults(real_arrays=0.5, control_chars=0.5), ranking_length=30
+    ) as server:
         async with client_for(server) as client:
             items = [x async for x in client.iter_video_ranking(**RANK_ARGS)]
-        expected = server.ranking_records(date="2026-11-16", region="US", video_rank_field=1, rank_type=2)
+        expected = server.ranking_records(
+            date="2026-11-16", region="US", video_rank_field=1, rank_type=2
+        )
     assert [i.video_id for i in items] == [r["video_id"] for r in expected]
     assert all(isinstance(i.video_products, list) for i in items)
     assert all(isinstance(p, str) for i in items for p in i.video_products or [])
@@ -119,7 +138,7 @@ async def test_revoked_key_stops_concurrent_batches_without_new_requests() -> No
                 async for batch in client.iter_detail_batches(ids):
                     seen.append(batch)
         first_401 = next(n for n, r in enumerate(server.requests) if r.status == 401)
-        after = server.requests[first_401 + 1:]
+        after = server.requests[first_401 + 1 :]
     # Requests already on the wire may still arrive; never more than the in-flight cap.
     assert len(after) <= 3
     accounted = [i for b in seen for i in b.ids]
@@ -132,7 +151,9 @@ async def test_pagination_ends_at_the_first_short_page_without_refetching() -> N
         async with client_for(server) as client:
             items = [x async for x in client.iter_video_ranking(**RANK_ARGS)]
         pages = [int(r.params["page_num"]) for r in server.requests if r.path == RANKING]
-        expected = server.ranking_records(date="2026-11-16", region="US", video_rank_field=1, rank_type=2)
+        expected = server.ranking_records(
+            date="2026-11-16", region="US", video_rank_field=1, rank_type=2
+        )
     assert [i.video_id for i in items] == [r["video_id"] for r in expected]
     assert len(pages) == len(set(pages))  # no page twice
     assert set(range(1, 6)) <= set(pages)
@@ -143,10 +164,16 @@ async def test_pagination_ends_at_the_first_short_page_without_refetching() -> N
 async def test_max_pages_is_exact_and_start_page_is_honoured() -> None:
     async with FakeKeyAPI(ranking_length=1000) as server:
         async with client_for(server) as client:
-            items = [x async for x in client.iter_video_ranking(
-                **RANK_ARGS, page_size=7, start_page=3, max_pages=4)]
+            items = [
+                x
+                async for x in client.iter_video_ranking(
+                    **RANK_ARGS, page_size=7, start_page=3, max_pages=4
+                )
+            ]
         pages = sorted(int(r.params["page_num"]) for r in server.requests)
-        expected = server.ranking_records(date="2026-11-16", region="US", video_rank_field=1, rank_type=2)
+        expected = server.ranking_records(
+            date="2026-11-16", region="US", video_rank_field=1, rank_type=2
+        )
     assert pages == [3, 4, 5, 6]
     assert [i.video_id for i in items] == [r["video_id"] for r in expected[14:42]]
 
@@ -163,7 +190,7 @@ async def test_exact_multiple_of_page_size_stops_on_the_empty_page() -> None:
 async def test_timeouts_are_retried_then_raised() -> None:
     async with FakeKeyAPI(faults=Faults(slow=1.0, slow_seconds=5)) as server:
         async with client_for(server, timeout=0.2, max_retries=1) as client:
-            with pytest.raises(ka.APIConnectionError, match="no complete answer within 0.2s"):
+            with pytest.raises(ka.APIConnectionError, match=r"no complete answer within 0\.2s"):
                 await client.video_details(server.make_ids(3))
         assert len(server.requests) == 2
 
@@ -185,29 +212,31 @@ async def test_server_that_goes_away_is_a_connection_error_then_recovers() -> No
 
 
 async def test_cancelling_a_call_leaves_no_task_and_a_usable_client() -> None:
-    async with FakeKeyAPI(latency=5.0) as server:
-        async with client_for(server, max_concurrency=4) as client:
-            before = asyncio.all_tasks()
-            call = asyncio.ensure_future(client.video_details(server.make_ids(80)))
-            while len([r for r in server.requests if r.path == DETAIL]) < 4:
-                await asyncio.sleep(0.005)  # poll an observable condition, bounded below
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
-            await asyncio.sleep(0)
-            assert sdk_tasks(asyncio.all_tasks() - before) == []
-            assert client._inflight.active == 0
-            server.faults = Faults()
-    async with FakeKeyAPI() as server2:
-        async with client_for(server2) as client2:
-            assert await client2.video_details(server2.make_ids(3, known=True))
+    async with (
+        FakeKeyAPI(latency=5.0) as server,
+        client_for(server, max_concurrency=4) as client,
+    ):
+        before = asyncio.all_tasks()
+        call = asyncio.ensure_future(client.video_details(server.make_ids(80)))
+        for _ in range(2000):  # poll an observable condition, bounded (~10 s)
+            if len([r for r in server.requests if r.path == DETAIL]) >= 4:
+                break
+            await asyncio.sleep(0.005)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.sleep(0)
+        assert sdk_tasks(asyncio.all_tasks() - before) == []
+        assert client._inflight.active == 0
+        server.faults = Faults()
+    async with FakeKeyAPI() as server2, client_for(server2) as client2:
+        assert await client2.video_details(server2.make_ids(3, known=True))
 
 
 async def test_client_stays_usable_after_a_cancelled_call() -> None:
-    async with FakeKeyAPI() as server:
-        async with client_for(server, max_concurrency=2) as client:
-            ids = server.make_ids(40, known=True)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(client.video_details(ids), timeout=0)
-            assert client._inflight.active == 0
-            assert len(await client.video_details(ids)) == 40
+    async with FakeKeyAPI() as server, client_for(server, max_concurrency=2) as client:
+        ids = server.make_ids(40, known=True)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(client.video_details(ids), timeout=0)
+        assert client._inflight.active == 0
+        assert len(await client.video_details(ids)) == 40

@@ -19,14 +19,25 @@ from conftest import API_KEY, DETAIL_URL, RANKING_URL, make_client
 import keyapi_async as ka
 
 
-def envelope(data: Any = None, code: int = 0, message: str = "success", rid: str = "rid-1") -> bytes:
+def envelope(
+    data: Any = None, code: int = 0, message: str = "success", rid: str = "rid-1"
+) -> bytes:
     return msgspec.json.encode({"code": code, "message": message, "data": data, "requestId": rid})
 
 
 def record(video_id: str, **extra: Any) -> dict[str, Any]:
-    return {"video_id": video_id, "create_time": "1657100315", "created_by_ai": "false",
-            "height": "1024", "width": "576", "data_size": "1049064", "region": "",
-            "total_favorites_cnt": -99999, "total_views_cnt": 211100, **extra}
+    return {
+        "video_id": video_id,
+        "create_time": "1657100315",
+        "created_by_ai": "false",
+        "height": "1024",
+        "width": "576",
+        "data_size": "1049064",
+        "region": "",
+        "total_favorites_cnt": -99999,
+        "total_views_cnt": 211100,
+        **extra,
+    }
 
 
 def sent_ids(m: aioresponses.aioresponses) -> list[list[str]]:
@@ -74,8 +85,15 @@ def test_key_and_url_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"qps": 0}, {"qps": -1}, {"max_concurrency": 0}, {"max_retries": -1},
-     {"timeout": 0}, {"base_url": "ftp://x"}, {"base_url": "nohost"}],
+    [
+        {"qps": 0},
+        {"qps": -1},
+        {"max_concurrency": 0},
+        {"max_retries": -1},
+        {"timeout": 0},
+        {"base_url": "ftp://x"},
+        {"base_url": "nohost"},
+    ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ka.ConfigurationError):
@@ -120,8 +138,25 @@ async def test_empty_input_sends_nothing(mock_api: aioresponses.aioresponses) ->
 
 @pytest.mark.parametrize(
     "bad",
-    ["abc", "12 34", "1,2", "-5", "+5", "", " 1", "0", "000", None, 1.5, True, -3, 0,
-     "1" * 21, "١٢٣", b"123"],
+    [
+        "abc",
+        "12 34",
+        "1,2",
+        "-5",
+        "+5",
+        "",
+        " 1",
+        "0",
+        "000",
+        None,
+        1.5,
+        True,
+        -3,
+        0,
+        "1" * 21,
+        "١٢٣",
+        b"123",
+    ],
 )
 async def test_invalid_id_is_refused_before_any_request(
     mock_api: aioresponses.aioresponses, bad: object
@@ -203,19 +238,38 @@ async def test_iteration_keeps_at_most_max_concurrency_batches_in_flight(
 # -- ranking -------------------------------------------------------------------------
 
 
-RANK_ARGS: dict[str, Any] = {"date": "2026-11-16", "region": "US", "video_rank_field": 1,
-                             "rank_type": ka.RankType.WEEK}
+RANK_ARGS: dict[str, Any] = {
+    "date": "2026-11-16",
+    "region": "US",
+    "video_rank_field": 1,
+    "rank_type": ka.RankType.WEEK,
+}
 
 
 @pytest.mark.parametrize(
     "override",
-    [{"date": "2026-11-17"},  # weekly list keyed by a Tuesday
-     {"date": "2026-11-16", "rank_type": 3},  # monthly list not keyed by the 1st
-     {"date": "2026-13-01", "rank_type": 1}, {"date": "16/11/2026"}, {"date": 20261116},
-     {"date": "2999-01-05"}, {"region": ""}, {"region": " US"}, {"region": None},
-     {"video_rank_field": 3}, {"video_rank_field": True}, {"rank_type": 0}, {"rank_type": "2"},
-     {"page_num": 0}, {"page_num": 100_001}, {"page_size": 11}, {"page_size": 0},
-     {"created_by_ai": "true"}, {"product_category_id": "abc"}, {"product_category_id": -1}],
+    [
+        {"date": "2026-11-17"},  # weekly list keyed by a Tuesday
+        {"date": "2026-11-16", "rank_type": 3},  # monthly list not keyed by the 1st
+        {"date": "2026-13-01", "rank_type": 1},
+        {"date": "16/11/2026"},
+        {"date": 20261116},
+        {"date": "2999-01-05"},
+        {"region": ""},
+        {"region": " US"},
+        {"region": None},
+        {"video_rank_field": 3},
+        {"video_rank_field": True},
+        {"rank_type": 0},
+        {"rank_type": "2"},
+        {"page_num": 0},
+        {"page_num": 100_001},
+        {"page_size": 11},
+        {"page_size": 0},
+        {"created_by_ai": "true"},
+        {"product_category_id": "abc"},
+        {"product_category_id": -1},
+    ],
 )
 async def test_invalid_ranking_parameters_are_refused_before_sending(
     mock_api: aioresponses.aioresponses, override: dict[str, Any]
@@ -239,20 +293,35 @@ async def test_ranking_parameters_go_out_as_the_api_expects(
 
     def capture(url: Any, **kwargs: Any) -> CallbackResult:
         seen.update(kwargs["params"])
-        return CallbackResult(status=200, body=envelope([{"video_id": "1", "video_products": "[]",
-                                                          "product_category_list": ""}]))
+        return CallbackResult(
+            status=200,
+            body=envelope([{"video_id": "1", "video_products": "[]", "product_category_list": ""}]),
+        )
 
     mock_api.get(RANKING_URL, callback=capture)
     import datetime as dt
 
     async with make_client() as client:
         page = await client.video_ranking(
-            date=dt.date(2026, 11, 1), region="US", video_rank_field=ka.VideoRankField.SALES,
-            rank_type=3, page_num=7, page_size=5, product_category_id=601450, created_by_ai=False,
+            date=dt.date(2026, 11, 1),
+            region="US",
+            video_rank_field=ka.VideoRankField.SALES,
+            rank_type=3,
+            page_num=7,
+            page_size=5,
+            product_category_id=601450,
+            created_by_ai=False,
         )
-    assert seen == {"date": "2026-11-01", "region": "US", "video_rank_field": "2", "rank_type": "3",
-                    "page_num": "7", "page_size": "5", "product_category_id": "601450",
-                    "created_by_ai": "false"}
+    assert seen == {
+        "date": "2026-11-01",
+        "region": "US",
+        "video_rank_field": "2",
+        "rank_type": "3",
+        "page_num": "7",
+        "page_size": "5",
+        "product_category_id": "601450",
+        "created_by_ai": "false",
+    }
     assert page[0].video_products == [] and page[0].product_category_list == []
 
 
@@ -261,9 +330,14 @@ async def test_ranking_parameters_go_out_as_the_api_expects(
 
 @pytest.mark.parametrize(
     ("status", "code", "error"),
-    [(400, 400, ka.BadRequestError), (401, 401, ka.AuthenticationError),
-     (402, 402, ka.QuotaExceededError), (200, 400, ka.BadRequestError),
-     (200, 401, ka.AuthenticationError), (200, 402, ka.QuotaExceededError)],
+    [
+        (400, 400, ka.BadRequestError),
+        (401, 401, ka.AuthenticationError),
+        (402, 402, ka.QuotaExceededError),
+        (200, 400, ka.BadRequestError),
+        (200, 401, ka.AuthenticationError),
+        (200, 402, ka.QuotaExceededError),
+    ],
 )
 async def test_errors_that_are_never_retried(
     mock_api: aioresponses.aioresponses, status: int, code: int, error: type[ka.KeyAPIError]
@@ -279,14 +353,16 @@ async def test_errors_that_are_never_retried(
 
 @pytest.mark.parametrize(
     ("status", "body", "error"),
-    [(500, envelope(None, 500, "Internal server error"), ka.ServerError),
-     (200, envelope(None, 500, "Internal server error"), ka.ServerError),
-     (429, envelope(None, 429, "qps limit exceeded"), ka.RateLimitError),
-     (200, envelope(None, 429, "qps limit exceeded"), ka.RateLimitError),
-     (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", ka.ServerError),
-     (503, b"", ka.ServerError),
-     (200, b'{"code":0,"message":"success","data":[{"video_id":"1","cre', ka.DecodeError),
-     (200, b'{"code":0,"data":{"not":"a list"}}', ka.DecodeError)],
+    [
+        (500, envelope(None, 500, "Internal server error"), ka.ServerError),
+        (200, envelope(None, 500, "Internal server error"), ka.ServerError),
+        (429, envelope(None, 429, "qps limit exceeded"), ka.RateLimitError),
+        (200, envelope(None, 429, "qps limit exceeded"), ka.RateLimitError),
+        (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", ka.ServerError),
+        (503, b"", ka.ServerError),
+        (200, b'{"code":0,"message":"success","data":[{"video_id":"1","cre', ka.DecodeError),
+        (200, b'{"code":0,"data":{"not":"a list"}}', ka.DecodeError),
+    ],
 )
 async def test_retryable_errors_are_retried_up_to_max_retries(
     mock_api: aioresponses.aioresponses, status: int, body: bytes, error: type[ka.KeyAPIError]
@@ -345,8 +421,12 @@ class SpyLimiter:
 async def test_retry_after_is_honoured_exactly_and_slows_the_whole_client(
     mock_api: aioresponses.aioresponses,
 ) -> None:
-    mock_api.get(DETAIL_URL, status=429, body=envelope(None, 429, "qps limit exceeded"),
-                 headers={"Retry-After": "0.05"})
+    mock_api.get(
+        DETAIL_URL,
+        status=429,
+        body=envelope(None, 429, "qps limit exceeded"),
+        headers={"Retry-After": "0.05"},
+    )
     mock_api.get(DETAIL_URL, callback=Echo())
     spy = SpyLimiter()
     async with make_client(rate_limiter=spy) as client:
@@ -358,8 +438,13 @@ async def test_retry_after_is_honoured_exactly_and_slows_the_whole_client(
 async def test_too_long_retry_after_raises_at_once_with_retry_after(
     mock_api: aioresponses.aioresponses,
 ) -> None:
-    mock_api.get(DETAIL_URL, status=429, body=envelope(None, 429, "qps limit exceeded"),
-                 headers={"Retry-After": "3600"}, repeat=True)
+    mock_api.get(
+        DETAIL_URL,
+        status=429,
+        body=envelope(None, 429, "qps limit exceeded"),
+        headers={"Retry-After": "3600"},
+        repeat=True,
+    )
     async with make_client() as client:
         with pytest.raises(ka.RateLimitError) as info:
             await client.video_details(["1"])
@@ -369,8 +454,9 @@ async def test_too_long_retry_after_raises_at_once_with_retry_after(
 
 async def test_fatal_error_stops_a_multi_batch_call(mock_api: aioresponses.aioresponses) -> None:
     mock_api.get(DETAIL_URL, callback=Echo())
-    mock_api.get(DETAIL_URL, status=402, body=envelope(None, 402, "apiKey quota is not enough"),
-                 repeat=True)
+    mock_api.get(
+        DETAIL_URL, status=402, body=envelope(None, 402, "apiKey quota is not enough"), repeat=True
+    )
     ids = [str(10**18 + i) for i in range(50)]
     async with make_client(max_concurrency=1) as client:
         batches: list[ka.DetailBatch] = []
@@ -400,7 +486,7 @@ async def test_batch_failures_are_yielded_and_the_call_goes_on(
 
 async def test_records_are_normalized(mock_api: aioresponses.aioresponses) -> None:
     body = envelope([record("7117191641181555995", video_desc="bulan \U0001f389")])
-    body = body.replace("bulan".encode(), b"bu\x01l\nan\t")  # raw control characters
+    body = body.replace(b"bulan", b"bu\x01l\nan\t")  # raw control characters
     mock_api.get(DETAIL_URL, body=body)
     async with make_client() as client:
         (video,) = await client.video_details(["7117191641181555995"])
@@ -427,11 +513,18 @@ async def test_the_key_never_leaks(
     async with client:
         with pytest.raises(ka.AuthenticationError) as info:
             await client.video_details(["1"])
-    text = "\n".join([
-        repr(client), str(client), repr(info.value), str(info.value), caplog.text,
-        "".join(traceback.format_exception(info.value)), repr(vars(client)),
-        repr(client._transport.__dict__),
-    ])
+    text = "\n".join(
+        [
+            repr(client),
+            str(client),
+            repr(info.value),
+            str(info.value),
+            caplog.text,
+            "".join(traceback.format_exception(info.value)),
+            repr(vars(client)),
+            repr(client._transport.__dict__),
+        ]
+    )
     assert API_KEY not in text
     assert "***" in repr(client)
     with pytest.raises(TypeError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -16,14 +18,27 @@ from keyapi_async.decoding import (
 )
 
 RANKED = {
-    "avatar": "https://a/b.jpg", "category": "Other", "create_time": "1769838405",
-    "created_by_ai": "true", "duration": 15, "nick_name": "ﾌひﾚﾉの",
+    "avatar": "https://a/b.jpg",
+    "category": "Other",
+    "create_time": "1769838405",
+    "created_by_ai": "true",
+    "duration": 15,
+    "nick_name": "ﾌひﾚﾉの",
     "product_category_list": '[{ "category_name":"Beauty & Personal Care","category_id":"601450"}]',
-    "region": "US", "sales_flag": 1, "total_comments_cnt": 0, "total_digg_cnt": -99999,
-    "total_favorites_cnt": 0, "total_shares_cnt": 0, "total_video_sale_cnt": 5508,
-    "total_video_sale_gmv_amt": 44613, "total_views_cnt": 0, "unique_id": "iamjuliocr",
-    "user_id": "6633792625097490438", "video_desc": "W huzz magnet 🧲 #fyp",
-    "video_id": "7601397977986501919", "video_products": "[1729436418527695003, 99999999999999999999]",
+    "region": "US",
+    "sales_flag": 1,
+    "total_comments_cnt": 0,
+    "total_digg_cnt": -99999,
+    "total_favorites_cnt": 0,
+    "total_shares_cnt": 0,
+    "total_video_sale_cnt": 5508,
+    "total_video_sale_gmv_amt": 44613,
+    "total_views_cnt": 0,
+    "unique_id": "iamjuliocr",
+    "user_id": "6633792625097490438",
+    "video_desc": "W huzz magnet 🧲 #fyp",
+    "video_id": "7601397977986501919",
+    "video_products": "[1729436418527695003, 99999999999999999999]",
 }
 
 
@@ -44,8 +59,11 @@ def test_ranked_video_from_the_documented_string_form() -> None:
 
 
 def test_ranked_video_from_real_arrays() -> None:
-    raw = dict(RANKED, product_category_list=[{"category_id": 601450, "category_name": "B"}],
-               video_products=[1729436418527695003, "42"])
+    raw = dict(
+        RANKED,
+        product_category_list=[{"category_id": 601450, "category_name": "B"}],
+        video_products=[1729436418527695003, "42"],
+    )
     (item,), _ = decode_response(RANKING_DECODER, 200, body([raw]))
     assert item.product_category_list == [ka.ProductCategory("601450", "B")]
     assert item.video_products == ["1729436418527695003", "42"]
@@ -80,15 +98,29 @@ def test_control_characters_are_escaped_only_inside_strings() -> None:
 
 @pytest.mark.parametrize(
     ("status", "raw", "error", "code"),
-    [(200, b'{"code":429,"message":"qps limit exceeded","data":null,"requestId":"q"}',
-      ka.RateLimitError, 429),
-     (500, b'{"code":500,"message":"Internal server error","data":{"x":1}}', ka.ServerError, 500),
-     (502, b"<html>Bad Gateway</html>", ka.ServerError, 502),
-     (404, b"not found", ka.KeyAPIError, 404),
-     (200, b"", ka.DecodeError, None), (200, b"[]", ka.DecodeError, None),
-     (200, b'{"code":0,"data":[{"height":"tall"}],"requestId":"q"}', ka.DecodeError, None)],
+    [
+        (
+            200,
+            b'{"code":429,"message":"qps limit exceeded","data":null,"requestId":"q"}',
+            ka.RateLimitError,
+            429,
+        ),
+        (
+            500,
+            b'{"code":500,"message":"Internal server error","data":{"x":1}}',
+            ka.ServerError,
+            500,
+        ),
+        (502, b"<html>Bad Gateway</html>", ka.ServerError, 502),
+        (404, b"not found", ka.KeyAPIError, 404),
+        (200, b"", ka.DecodeError, None),
+        (200, b"[]", ka.DecodeError, None),
+        (200, b'{"code":0,"data":[{"height":"tall"}],"requestId":"q"}', ka.DecodeError, None),
+    ],
 )
-def test_error_bodies(status: int, raw: bytes, error: type[ka.KeyAPIError], code: int | None) -> None:
+def test_error_bodies(
+    status: int, raw: bytes, error: type[ka.KeyAPIError], code: int | None
+) -> None:
     with pytest.raises(error) as info:
         decode_response(DETAIL_DECODER, status, raw)
     assert type(info.value) is error
@@ -103,35 +135,52 @@ def test_decode_error_carries_the_request_id_it_could_find() -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(
-    st.binary(max_size=200),
-    _json.map(msgspec.json.encode),
-    st.builds(lambda d, cut: body(d)[:cut], st.lists(st.fixed_dictionaries({}, optional={
-        "video_id": st.text(), "height": st.one_of(st.text(), st.integers()),
-        "create_time": st.one_of(st.text(), st.integers(min_value=-10**20, max_value=10**20)),
-        "video_products": st.one_of(st.text(), st.lists(st.integers())),
-        "product_category_list": st.one_of(st.text(), _json)}), max_size=3),
-        st.integers(min_value=0, max_value=400)),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        _json.map(msgspec.json.encode),
+        st.builds(
+            lambda d, cut: body(d)[:cut],
+            st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "video_id": st.text(),
+                        "height": st.one_of(st.text(), st.integers()),
+                        "create_time": st.one_of(
+                            st.text(), st.integers(min_value=-(10**20), max_value=10**20)
+                        ),
+                        "video_products": st.one_of(st.text(), st.lists(st.integers())),
+                        "product_category_list": st.one_of(st.text(), _json),
+                    },
+                ),
+                max_size=3,
+            ),
+            st.integers(min_value=0, max_value=400),
+        ),
+    )
+)
 def test_only_typed_errors_escape(raw: bytes) -> None:
     for decoder in (DETAIL_DECODER, RANKING_DECODER):
         for status in (200, 500):
-            try:
+            with contextlib.suppress(ka.KeyAPIError):
                 decode_response(decoder, status, raw)
-            except ka.KeyAPIError:
-                pass
 
 
 @pytest.mark.parametrize(
     "raw",
-    [b'{"code":0,"message":"\x80bad utf-8","data":[]}',
-     b'{"code":0,"data":' + b"[" * 5000 + b"]" * 5000 + b"}"],
+    [
+        b'{"code":0,"message":"\x80bad utf-8","data":[]}',
+        b'{"code":0,"data":' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
     ids=["invalid-utf8", "deep-nesting"],
 )
 def test_non_msgspec_failures_become_decode_errors(raw: bytes) -> None:

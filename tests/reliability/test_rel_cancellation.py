@@ -17,13 +17,19 @@ from keyapi_async.testing import FakeKeyAPI, Faults
 
 pytestmark = [pytest.mark.reliability, pytest.mark.filterwarnings("error")]
 
-RANK_ARGS: dict[str, Any] = {"date": "2026-11-16", "region": "US", "video_rank_field": 1,
-                             "rank_type": 2}
+RANK_ARGS: dict[str, Any] = {
+    "date": "2026-11-16",
+    "region": "US",
+    "video_rank_field": 1,
+    "rank_type": 2,
+}
 
 
 def sdk_tasks() -> list[asyncio.Task[Any]]:
     def is_sdk(task: asyncio.Task[Any]) -> bool:
-        code = getattr(task.get_coro(), "cr_code", None) or getattr(task.get_coro(), "ag_code", None)
+        code = getattr(task.get_coro(), "cr_code", None) or getattr(
+            task.get_coro(), "ag_code", None
+        )
         path = code.co_filename if code else ""
         return "keyapi_async" in path and "testing" not in path
 
@@ -61,9 +67,13 @@ async def test_cancel_video_details_at_seeded_points(seed: int) -> None:
     with loop_errors() as errors:
         async with FakeKeyAPI(latency=0.05, jitter=0.04, faults=faults, seed=seed) as server:
             ids = server.make_ids(200)
-            async with ka.KeyAPIClient("test-key", base_url=server.url, qps=400,
-                                       max_concurrency=rng.choice([None, 1, 3, 8]),
-                                       retry_policy=FAST_RETRIES) as client:
+            async with ka.KeyAPIClient(
+                "test-key",
+                base_url=server.url,
+                qps=400,
+                max_concurrency=rng.choice([None, 1, 3, 8]),
+                retry_policy=FAST_RETRIES,
+            ) as client:
                 call = asyncio.ensure_future(client.video_details(ids))
                 await _wait_for_requests(server, after_requests)
                 for _ in range(extra_turns):
@@ -86,40 +96,45 @@ async def test_cancel_video_details_at_seeded_points(seed: int) -> None:
 async def test_abandoning_iterators_midway_cancels_their_requests(seed: int) -> None:
     rng = random.Random(seed)
     with loop_errors() as errors:
-        async with FakeKeyAPI(latency=0.02, jitter=0.02, ranking_length=500, seed=seed) as server:
-            async with ka.KeyAPIClient("test-key", base_url=server.url, qps=400,
-                                       retry_policy=FAST_RETRIES) as client:
-                stop_after = rng.randint(1, 40)
-                async with contextlib.aclosing(client.iter_video_ranking(**RANK_ARGS)) as items:
-                    n = 0
-                    async for _ in items:
-                        n += 1
-                        if n == stop_after:
-                            break
-                async with contextlib.aclosing(
-                    client.iter_video_details(server.make_ids(300))
-                ) as videos:
-                    async for _ in videos:
-                        if rng.random() < 0.2:
-                            break
-                assert sdk_tasks() == []
-                assert client._inflight.active == 0
-                page = await client.video_ranking(**RANK_ARGS)
-                assert len(page) == 10
+        async with (
+            FakeKeyAPI(latency=0.02, jitter=0.02, ranking_length=500, seed=seed) as server,
+            ka.KeyAPIClient(
+                "test-key", base_url=server.url, qps=400, retry_policy=FAST_RETRIES
+            ) as client,
+        ):
+            stop_after = rng.randint(1, 40)
+            async with contextlib.aclosing(client.iter_video_ranking(**RANK_ARGS)) as items:
+                n = 0
+                async for _ in items:
+                    n += 1
+                    if n == stop_after:
+                        break
+            async with contextlib.aclosing(
+                client.iter_video_details(server.make_ids(300))
+            ) as videos:
+                async for _ in videos:
+                    if rng.random() < 0.2:
+                        break
+            assert sdk_tasks() == []
+            assert client._inflight.active == 0
+            page = await client.video_ranking(**RANK_ARGS)
+            assert len(page) == 10
         gc.collect()
     assert errors == []
 
 
 async def test_cancelling_while_waiting_for_the_rate_limiter() -> None:
     with loop_errors() as errors:
-        async with FakeKeyAPI() as server:
-            async with ka.KeyAPIClient("test-key", base_url=server.url, qps=2) as client:
-                call = asyncio.ensure_future(client.video_details(server.make_ids(100)))
-                await _wait_for_requests(server, 1)  # the rest queue in the limiter
-                call.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await call
-                assert sdk_tasks() == []
-                sent = len(server.requests)
-                assert sent <= 2  # nothing was sent after the cancel beyond the paced slot
+        async with (
+            FakeKeyAPI() as server,
+            ka.KeyAPIClient("test-key", base_url=server.url, qps=2) as client,
+        ):
+            call = asyncio.ensure_future(client.video_details(server.make_ids(100)))
+            await _wait_for_requests(server, 1)  # the rest queue in the limiter
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert sdk_tasks() == []
+            sent = len(server.requests)
+            assert sent <= 2  # nothing was sent after the cancel beyond the paced slot
     assert errors == []

@@ -23,10 +23,16 @@ valid_ids = st.one_of(
     st.from_regex(r"[0-9]{1,20}", fullmatch=True).filter(lambda s: s.strip("0") != ""),
 )
 invalid_ids = st.one_of(
-    st.none(), st.booleans(), st.floats(), st.integers(max_value=0),
-    st.integers(min_value=10**20), st.text().filter(lambda s: not (s.isascii() and s.isdigit())),
-    st.from_regex(r"0{1,20}", fullmatch=True), st.from_regex(r"[0-9]{21,25}", fullmatch=True),
-    st.binary(max_size=5), st.from_regex(r" [0-9]{3}|[0-9]{3} |[0-9]+,[0-9]+|[+-][0-9]+", fullmatch=True),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.integers(max_value=0),
+    st.integers(min_value=10**20),
+    st.text().filter(lambda s: not (s.isascii() and s.isdigit())),
+    st.from_regex(r"0{1,20}", fullmatch=True),
+    st.from_regex(r"[0-9]{21,25}", fullmatch=True),
+    st.binary(max_size=5),
+    st.from_regex(r" [0-9]{3}|[0-9]{3} |[0-9]+,[0-9]+|[+-][0-9]+", fullmatch=True),
 )
 
 
@@ -43,7 +49,13 @@ def test_ids_are_refused_or_batched_exactly(ids: list[Any], lazy: bool) -> None:
     source = iter(ids) if lazy else ids
     is_valid = [
         (isinstance(v, int) and not isinstance(v, bool) and 0 < v < 10**20)
-        or (isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 20 and v.strip("0") != "")
+        or (
+            isinstance(v, str)
+            and v.isascii()
+            and v.isdigit()
+            and len(v) <= 20
+            and v.strip("0") != ""
+        )
         for v in ids
     ]
     if not all(is_valid):
@@ -58,7 +70,9 @@ def test_ids_are_refused_or_batched_exactly(ids: list[Any], lazy: bool) -> None:
     assert all(len(b) == 10 for b in batches[:-1])  # only the last batch may be short
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(st.one_of(valid_ids, invalid_ids), min_size=1, max_size=30))
 def test_no_request_is_sent_for_an_invalid_id_list(mock_api: Any, ids: list[Any]) -> None:
     from conftest import make_client
@@ -84,14 +98,26 @@ TODAY = dt.date(2026, 11, 21)
 
 @settings(max_examples=400, deadline=None)
 @given(
-    date=st.one_of(st.dates(dt.date(2020, 1, 1), dt.date(2027, 12, 31)),
-                   st.dates(dt.date(2020, 1, 1), dt.date(2027, 12, 31)).map(str),
-                   st.text(max_size=12), st.integers(), st.none()),
-    region=st.one_of(st.sampled_from(["US", "GB", "DE", "", " US", "US "]), st.none(), st.integers()),
-    field=st.one_of(st.integers(-1, 4), st.sampled_from(list(ka.VideoRankField)), st.text(max_size=2),
-                    st.booleans()),
+    date=st.one_of(
+        st.dates(dt.date(2020, 1, 1), dt.date(2027, 12, 31)),
+        st.dates(dt.date(2020, 1, 1), dt.date(2027, 12, 31)).map(str),
+        st.text(max_size=12),
+        st.integers(),
+        st.none(),
+    ),
+    region=st.one_of(
+        st.sampled_from(["US", "GB", "DE", "", " US", "US "]), st.none(), st.integers()
+    ),
+    field=st.one_of(
+        st.integers(-1, 4),
+        st.sampled_from(list(ka.VideoRankField)),
+        st.text(max_size=2),
+        st.booleans(),
+    ),
     rank=st.one_of(st.integers(-1, 4), st.sampled_from(list(ka.RankType)), st.booleans()),
-    category=st.one_of(st.none(), st.integers(-5, 10**7), st.from_regex(r"[0-9a-z]{0,7}", fullmatch=True)),
+    category=st.one_of(
+        st.none(), st.integers(-5, 10**7), st.from_regex(r"[0-9a-z]{0,7}", fullmatch=True)
+    ),
     ai=st.one_of(st.none(), st.booleans(), st.sampled_from(["true", "false", 1, 0])),
 )
 def test_every_invalid_ranking_combination_is_refused(
@@ -109,14 +135,26 @@ def test_every_invalid_ranking_combination_is_refused(
     ok_field = isinstance(field, int) and not isinstance(field, bool) and field in (1, 2)
     ok_rank = isinstance(rank, int) and not isinstance(rank, bool) and rank in (1, 2, 3)
     valid = (
-        parsed is not None and ok_field and ok_rank and parsed <= TODAY
-        and (rank != 2 or parsed.weekday() == 0) and (rank != 3 or parsed.day == 1)
-        and isinstance(region, str) and region.strip() == region != ""
+        parsed is not None
+        and ok_field
+        and ok_rank
+        and parsed <= TODAY
+        and (rank != 2 or parsed.weekday() == 0)
+        and (rank != 3 or parsed.day == 1)
+        and isinstance(region, str)
+        and region.strip() == region != ""
         and (category is None or (not isinstance(category, bool) and str(category).isdigit()))
         and (ai is None or isinstance(ai, bool))
     )
-    kwargs = {"date": date, "region": region, "video_rank_field": field, "rank_type": rank,
-              "product_category_id": category, "created_by_ai": ai, "today": TODAY}
+    kwargs = {
+        "date": date,
+        "region": region,
+        "video_rank_field": field,
+        "rank_type": rank,
+        "product_category_id": category,
+        "created_by_ai": ai,
+        "today": TODAY,
+    }
     if valid:
         query = ranking_query(**kwargs)
         params = query.params(1, 10)
@@ -127,12 +165,19 @@ def test_every_invalid_ranking_combination_is_refused(
             ranking_query(**kwargs)
 
 
-GOOD_RECORD = {"video_id": "7117191641181555995", "create_time": "1657100315", "height": "1024",
-               "created_by_ai": "false", "total_views_cnt": 5, "video_desc": "héllo 🎉",
-               "video_products": "[1729436418527695003]",
-               "product_category_list": '[{"category_id":"1","category_name":"x"}]'}
+GOOD_RECORD = {
+    "video_id": "7117191641181555995",
+    "create_time": "1657100315",
+    "height": "1024",
+    "created_by_ai": "false",
+    "total_views_cnt": 5,
+    "video_desc": "héllo 🎉",
+    "video_products": "[1729436418527695003]",
+    "product_category_list": '[{"category_id":"1","category_name":"x"}]',
+}
 GOOD_BODY = msgspec.json.encode(
-    {"code": 0, "message": "success", "data": [GOOD_RECORD] * 3, "requestId": "r"})
+    {"code": 0, "message": "success", "data": [GOOD_RECORD] * 3, "requestId": "r"}
+)
 
 
 @st.composite
@@ -144,7 +189,7 @@ def mutated_bodies(draw: st.DrawFn) -> bytes:
         return good[: draw(st.integers(0, len(good)))]
     if kind == "flip":
         i = draw(st.integers(0, len(good) - 1))
-        return good[:i] + bytes([draw(st.integers(0, 255))]) + good[i + 1:]
+        return good[:i] + bytes([draw(st.integers(0, 255))]) + good[i + 1 :]
     if kind == "insert":
         i = draw(st.integers(0, len(good)))
         return good[:i] + draw(st.binary(min_size=1, max_size=8)) + good[i:]
