@@ -7,9 +7,12 @@ Conventions, documented for writers in docs/index.md ("About the examples"):
   block of the same page wrote;
 * ``<!-- no-test: REASON -->`` on the line before a block: not run (it needs a service the
   tests cannot have, such as Postgres); the reason is mandatory;
-* ``<!-- requires: MODULE -->`` on the line before a block: run only if MODULE imports;
+* ``<!-- requires: MODULE ... -->`` on the line before a block: run only if every MODULE
+  is installed (otherwise skipped with a warning);
 * a block fenced as ``python title="test_something.py"`` is a pytest file: it is written
-  under that name and run with pytest.
+  under that name and run with pytest;
+* a block fenced as ``python title="name.py"`` is also written under that name (and run as
+  ``__main__``), so later blocks of the page can ``import name``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ _FENCE = re.compile(r"^(?P<indent>\s*)(?P<ticks>`{3,})(?P<info>.*)$")
 _TITLE = re.compile(r'title="(?P<title>[^"]+)"')
 _NO_TEST = re.compile(r"^<!--\s*no-test:\s*(?P<reason>\S.*?)\s*-->$")
 _NO_TEST_BARE = re.compile(r"^<!--\s*no-test\b")
-_REQUIRES = re.compile(r"^<!--\s*requires:\s*(?P<module>[\w.]+)\s*-->$")
+_REQUIRES = re.compile(r"^<!--\s*requires:\s*(?P<modules>[\w.]+(?:\s+[\w.]+)*)\s*-->$")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Block:
     title: str | None
     code: str
     skip_reason: str | None = None  # from <!-- no-test: ... -->
-    requires: str | None = None  # from <!-- requires: ... -->
+    requires: tuple[str, ...] = ()  # from <!-- requires: MODULE ... -->
 
     @property
     def where(self) -> str:
@@ -86,7 +89,7 @@ def blocks(page: Path) -> list[Block]:
                 title=title["title"] if title else None,
                 code=code + "\n",
                 skip_reason=skip["reason"] if skip else None,
-                requires=requires["module"] if requires else None,
+                requires=tuple(requires["modules"].split()) if requires else (),
             )
         )
     return found

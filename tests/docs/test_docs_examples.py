@@ -130,30 +130,45 @@ def test_page_examples_run(
     page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("KEYAPI_API_KEY", "test-key")
     ran = 0
-    with _fake_server() as server:
-        monkeypatch.setenv("KEYAPI_BASE_URL", server.url)
-        for block in python_blocks(page):
-            if block.skip_reason is not None:
-                continue
-            if block.requires and importlib.util.find_spec(block.requires) is None:
-                warnings.warn(
-                    f"{block.where} not run: {block.requires} is not installed",
-                    stacklevel=1,
-                )
-                continue
-            try:
-                if block.title and block.title.startswith("test_"):
-                    _run_pytest_file(block, tmp_path)
-                else:
-                    _run_python(block)
-            except BaseException as exc:
-                if isinstance(exc, (KeyboardInterrupt, pytest.fail.Exception)):
-                    raise
-                pytest.fail(f"{block.where} failed:\n{traceback.format_exc()}")
-            ran += 1
-    assert ran, f"docs/{page.name}: no block ran"
+    written: list[str] = []
+    try:
+        with _fake_server() as server:
+            monkeypatch.setenv("KEYAPI_BASE_URL", server.url)
+            for block in python_blocks(page):
+                if block.skip_reason is not None:
+                    continue
+                absent = [m for m in block.requires if importlib.util.find_spec(m) is None]
+                if absent:
+                    warnings.warn(
+                        f"{block.where} not run: {', '.join(absent)} not installed",
+                        stacklevel=1,
+                    )
+                    continue
+                _run_block(block, tmp_path, written)
+                ran += 1
+    finally:
+        for module in written:  # named files of this page must not leak into the next
+            sys.modules.pop(module, None)
+    assert ran, f"docs/{page.as_posix()}: no block ran"
+
+
+def _run_block(block: Block, workdir: Path, written: list[str]) -> None:
+    try:
+        if block.title and block.title.startswith("test_"):
+            _run_pytest_file(block, workdir)
+            return
+        if block.title and block.title.endswith(".py"):
+            # A named file: later blocks of the same page may import it.
+            (workdir / block.title).write_text(block.code, encoding="utf-8")
+            written.append(block.title.removesuffix(".py"))
+        _run_python(block)
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, pytest.fail.Exception)):
+            raise
+        pytest.fail(f"{block.where} failed:\n{traceback.format_exc()}")
 
 
 def test_every_python_block_is_run_or_justified() -> None:
