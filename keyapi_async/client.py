@@ -94,27 +94,42 @@ class RankingPage:
 
 
 class _Aborted(Exception):
-    """A fatal error ended the call before this request went out (internal)."""
+    """The call was halted before this request went out (internal)."""
 
 
 class _CallScope:
-    """State shared by the requests of one call: the fatal error that ends it, if any."""
+    """State shared by the requests of one call: what halts it (a fatal error, a stop)."""
 
-    __slots__ = ("fatal",)
+    __slots__ = ("fatal", "stop")
 
-    def __init__(self) -> None:
+    def __init__(self, stop: asyncio.Event | None = None) -> None:
         self.fatal: KeyAPIError | None = None
+        self.stop = stop
+
+    @property
+    def halted(self) -> bool:
+        """No new request may start."""
+        return self.fatal is not None or (self.stop is not None and self.stop.is_set())
 
 
 class _Request:
     """Bookkeeping of one logical request across its attempts."""
 
-    __slots__ = ("attempts", "rate_limited", "scope")
+    __slots__ = ("attempts", "on_wire", "rate_limited", "scope")
 
     def __init__(self, scope: _CallScope) -> None:
         self.scope = scope
         self.attempts = 0
         self.rate_limited = 0
+        self.on_wire = False
+
+
+def _halt(requests: dict[asyncio.Task[T], _Request]) -> None:
+    """Cancel the tasks whose request is not on the wire: they wait for a slot, a permit or a
+    retry, and must not start. Requests on the wire finish: their answers are paid for."""
+    for task, request in requests.items():
+        if not request.on_wire and not task.done():
+            task.cancel()
 
 
 @dataclass
@@ -248,13 +263,15 @@ class KeyAPIClient:
         started: float | None = None
         try:
             await self._limiter.acquire()
-            if request.scope.fatal is not None:
+            if request.scope.halted:
                 raise _Aborted
             started = loop.time()
             request.attempts += 1
             self.stats.requests += 1
+            request.on_wire = True
             response = await self._transport.get(path, params)
         finally:
+            request.on_wire = False
             self._inflight.release(None if started is None else loop.time() - started)
         try:
             return decode_response(
@@ -295,8 +312,7 @@ class KeyAPIClient:
 
     # -- video details ---------------------------------------------------------------
 
-    async def _detail_batch(self, ids: list[str], scope: _CallScope) -> DetailBatch:
-        request = _Request(scope)
+    async def _detail_batch(self, ids: list[str], request: _Request) -> DetailBatch:
         try:
             videos, request_id = await self._request(
                 DETAIL_PATH, {"video_ids": ",".join(ids)}, DETAIL_DECODER, request
@@ -318,30 +334,41 @@ class KeyAPIClient:
         )
 
     async def iter_detail_batches(
-        self, ids: IdSource, *, dedupe: bool = True
+        self, ids: IdSource, *, dedupe: bool = True, stop: asyncio.Event | None = None
     ) -> AsyncGenerator[DetailBatch, None]:
         """Yield one :class:`DetailBatch` per request, as requests complete.
 
         The accounting view of :meth:`iter_video_details`: a batch that fails after its
-        retries is yielded with its ``error`` and the call goes on. A 401 or 402 stops new
-        requests; batches already on the wire are still yielded (``sent=False`` for those
-        that never went out), then the error is raised.
+        retries is yielded with its ``error`` and the call goes on. A 401 or 402 halts the
+        call: no new request starts, batches on the wire finish and are yielded, the others
+        are yielded with ``sent=False``, then the error is raised. Setting ``stop`` halts
+        the call the same way and ends the iteration normally (no more ids are pulled).
         """
-        scope = _CallScope()
+        scope = _CallScope(stop)
         window: TaskWindow[DetailBatch] = TaskWindow()
+        requests: dict[asyncio.Task[DetailBatch], tuple[list[str], _Request]] = {}
         async with aclosing(id_batches(ids, dedupe=dedupe)) as batches, window:
             exhausted = False
             while True:
-                while not exhausted and scope.fatal is None and len(window) < self._inflight.limit:
+                if scope.halted:
+                    _halt({task: request for task, (_, request) in requests.items()})
+                while not exhausted and not scope.halted and len(window) < self._inflight.limit:
                     try:
                         batch = await anext(batches)
                     except StopAsyncIteration:
                         exhausted = True
                     else:
-                        window.spawn(self._detail_batch(batch, scope))
+                        request = _Request(scope)
+                        task = window.spawn(self._detail_batch(batch, request))
+                        requests[task] = (batch, request)
                 if not len(window):
                     break
-                yield (await window.next_done()).result()
+                task = await window.next_done()
+                batch, request = requests.pop(task)
+                if task.cancelled():  # halted while waiting for a slot, a permit or a retry
+                    yield DetailBatch(tuple(batch), sent=False, attempts=request.attempts)
+                else:
+                    yield task.result()
         if scope.fatal is not None:
             raise scope.fatal
 
@@ -373,9 +400,8 @@ class KeyAPIClient:
     # -- ranking ---------------------------------------------------------------------
 
     async def _ranking_page(
-        self, query: RankingQuery, page_num: int, page_size: int, scope: _CallScope
+        self, query: RankingQuery, page_num: int, page_size: int, request: _Request
     ) -> RankingPage:
-        request = _Request(scope)
         items, request_id = await self._request(
             RANKING_PATH, query.params(page_num, page_size), RANKING_DECODER, request
         )
@@ -404,7 +430,7 @@ class KeyAPIClient:
             product_category_id=product_category_id, created_by_ai=created_by_ai,
         )
         page_num, page_size = check_page(page_num, page_size)
-        page = await self._ranking_page(query, page_num, page_size, _CallScope())
+        page = await self._ranking_page(query, page_num, page_size, _Request(_CallScope()))
         return page.items
 
     async def iter_ranking_pages(
@@ -419,6 +445,7 @@ class KeyAPIClient:
         max_pages: int | None = None,
         product_category_id: str | int | None = None,
         created_by_ai: bool | None = None,
+        stop: asyncio.Event | None = None,
     ) -> AsyncGenerator[RankingPage, None]:
         """Yield the pages of a ranking list in order, fetched concurrently.
 
@@ -426,6 +453,8 @@ class KeyAPIClient:
         The window of pages fetched ahead starts at one and doubles with every full page
         (up to the in-flight cap), so a short list costs few speculative requests and a
         long one soon runs at full speed. No page is fetched twice; ``max_pages`` is exact.
+        Setting ``stop`` ends the list early: pages on the wire finish and are yielded in
+        order, up to the first page that was given up.
         """
         query = ranking_query(
             date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
@@ -438,38 +467,47 @@ class KeyAPIClient:
             raise InvalidParameterError(f"invalid max_pages {max_pages!r}: expected an int >= 1")
         last = MAX_PAGE_NUM if max_pages is None else min(MAX_PAGE_NUM, start_page + max_pages - 1)
 
-        scope = _CallScope()
+        scope = _CallScope(stop)
         window: TaskWindow[RankingPage] = TaskWindow()
-        tasks: dict[int, asyncio.Task[RankingPage]] = {}
+        requests: dict[asyncio.Task[RankingPage], tuple[int, _Request]] = {}
         ready: dict[int, RankingPage] = {}
         next_page = expected = start_page
         ahead = 1  # slow start: pages allowed in flight, doubled per full page
         async with window:
             while expected <= last:
+                if scope.halted:
+                    # Stop: pages on the wire finish, the rest are given up; nothing new.
+                    _halt({task: request for task, (_, request) in requests.items()})
+                    last = min(last, next_page - 1)
                 while next_page <= last and len(window) < min(ahead, self._inflight.limit):
-                    tasks[next_page] = window.spawn(
-                        self._ranking_page(query, next_page, page_size, scope)
-                    )
+                    request = _Request(scope)
+                    task = window.spawn(self._ranking_page(query, next_page, page_size, request))
+                    requests[task] = (next_page, request)
                     next_page += 1
                 if expected in ready:
                     page = ready.pop(expected)
                     expected += 1
                     yield page
                     continue
+                if not len(window):
+                    break
                 task = await window.next_done()
-                if task.cancelled():
+                page_num, _ = requests.pop(task)
+                try:
+                    page = task.result()  # a page's error is raised: the list cannot skip it
+                except (asyncio.CancelledError, _Aborted):
+                    last = min(last, page_num - 1)  # given up: the list stops before it
                     continue
-                page = task.result()  # raises the page's error: the list cannot skip a page
-                del tasks[page.page_num]
                 if len(page.items) < page_size:
                     # The end: pages after this one are empty. Cancel those not yet answered.
-                    last = min(last, page.page_num)
-                    for num in [n for n in tasks if n > last]:
-                        tasks.pop(num).cancel()
+                    last = min(last, page_num)
+                    for other, (num, _) in requests.items():
+                        if num > last:
+                            other.cancel()
                 else:
                     ahead = min(ahead * 2, MAX_PAGE_NUM)
-                if page.page_num <= last:
-                    ready[page.page_num] = page
+                if page_num <= last:
+                    ready[page_num] = page
 
     async def iter_video_ranking(
         self,

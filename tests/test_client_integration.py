@@ -240,3 +240,73 @@ async def test_client_stays_usable_after_a_cancelled_call() -> None:
             await asyncio.wait_for(client.video_details(ids), timeout=0)
         assert client._inflight.active == 0
         assert len(await client.video_details(ids)) == 40
+
+
+class OnePermitLimiter:
+    """Grants one permit, then blocks every later acquire until it is cancelled."""
+
+    qps = 1000.0
+
+    def __init__(self) -> None:
+        self.granted = 0
+        self.never = asyncio.Event()
+
+    async def acquire(self) -> None:
+        if self.granted:
+            await self.never.wait()
+        self.granted += 1
+
+    async def penalize(self, seconds: float) -> None:
+        pass
+
+
+async def test_a_fatal_error_halts_batches_queued_behind_the_limiter_at_once() -> None:
+    # Before a halt cancelled queued batches, they waited for their permit: forever here.
+    async with FakeKeyAPI(api_keys={KEY: 0}) as server:
+        limiter = OnePermitLimiter()
+        async with client_for(server, rate_limiter=limiter, max_concurrency=20) as client:
+            seen: list[ka.DetailBatch] = []
+
+            async def consume() -> None:
+                async for batch in client.iter_detail_batches(server.make_ids(200)):
+                    seen.append(batch)
+
+            with pytest.raises(ka.QuotaExceededError):
+                await asyncio.wait_for(consume(), timeout=30)
+    assert len(server.requests) == 1
+    assert [b.sent for b in seen].count(True) == 1
+    assert sum(len(b.ids) for b in seen) == 200  # every id pulled is accounted for
+
+
+async def test_stop_ends_detail_batches_without_starting_new_requests() -> None:
+    async with FakeKeyAPI(latency=0.02) as server:
+        ids = server.make_ids(1000)
+        stop = asyncio.Event()
+        async with client_for(server, qps=200, max_concurrency=6) as client:
+            seen: list[ka.DetailBatch] = []
+            async for batch in client.iter_detail_batches(ids, stop=stop):
+                seen.append(batch)
+                if len(seen) == 3:
+                    stop.set()
+                    on_server = len(server.requests)
+        sent = [b for b in seen if b.sent]
+        assert len(server.requests) == sum(b.attempts for b in sent)
+        assert len(server.requests) <= on_server + 6  # only what was on the wire
+        flat = [i for b in seen for i in b.ids]
+        assert len(flat) == len(set(flat)) and len(flat) < 1000
+        assert flat == ids[: len(flat)] or sorted(flat) == sorted(ids[: len(flat)])
+
+
+async def test_stop_ends_a_ranking_list_at_a_contiguous_prefix() -> None:
+    async with FakeKeyAPI(ranking_length=1000, latency=0.01) as server:
+        stop = asyncio.Event()
+        async with client_for(server, max_concurrency=8) as client:
+            pages = []
+            async for page in client.iter_ranking_pages(**RANK_ARGS, stop=stop):
+                pages.append(page.page_num)
+                if len(pages) == 5:
+                    stop.set()
+        fetched = [int(r.params["page_num"]) for r in server.requests]
+    assert pages == list(range(1, len(pages) + 1))
+    assert len(fetched) == len(set(fetched)) and len(pages) < 100
+    assert len(fetched) <= len(pages) + 8  # at most one window given up
