@@ -374,7 +374,8 @@ async def crawl_video_details(
     fatal: KeyAPIError | None = None
     status = "running"
     try:
-        batches = client.iter_detail_batches(feed, dedupe=False)
+        # The client halts on `stop` too: batches not yet on the wire are given up at once.
+        batches = client.iter_detail_batches(feed, dedupe=False, stop=stop)
         async with aclosing(batches):
             while True:
                 try:
@@ -507,7 +508,7 @@ async def crawl_video_ranking(
                 date=query.date, region=query.region, video_rank_field=query.video_rank_field,
                 rank_type=query.rank_type, page_size=page_size, start_page=pages_done + 1,
                 max_pages=remaining, product_category_id=query.product_category_id,
-                created_by_ai=query.created_by_ai,
+                created_by_ai=query.created_by_ai, stop=stop,
             )
             async with aclosing(pages):
                 while not stopper.stopping:
