@@ -177,3 +177,23 @@ def test_every_python_block_is_run_or_justified() -> None:
     for block in skipped:
         assert len(block.skip_reason or "") >= 10, f"{block.where}: give a real reason"
     assert len(skipped) <= 6, [b.where for b in skipped]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import asyncio\nawait asyncio.sleep(0)\nprint('ran', __name__)\n",
+        "import asyncio\nasync def main():\n    print('ran', __name__)\nasyncio.run(main())\n",
+    ],
+    ids=["top-level-await", "asyncio-run"],
+)
+def test_both_block_styles_run(code: str) -> None:
+    # The docs use asyncio.run(main()); a block written with top-level await must work too.
+    block = Block(page="x.md", line=1, language="python", title=None, code=code)
+    assert _run_python(block) == "ran __main__\n"
+
+
+def test_a_failing_block_fails() -> None:
+    block = Block(page="x.md", line=1, language="python", title=None, code="1 / 0\n")
+    with pytest.raises(ZeroDivisionError):
+        _run_python(block)
