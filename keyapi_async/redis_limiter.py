@@ -30,8 +30,10 @@ __all__ = [
     "KEY_PREFIX",
     "RateLimiterUnavailableError",
     "RedisRateLimiter",
+    "budget_name",
     "parse_shard",
     "shard_filter",
+    "shard_of",
 ]
 
 #: Prefix of the Redis key holding a limiter's schedule: ``KEY_PREFIX + name``.
@@ -246,6 +248,14 @@ class RedisRateLimiter:
             f"RedisRateLimiter(name={self.name!r}, qps={self._qps:g}, "
             f"interval={self.interval:.4f}s)"
         )
+
+
+def budget_name(api_key: str) -> str:
+    """A shared-budget name for ``api_key`` that does not reveal it: ``key-`` + 16 hex.
+
+    Workers given the same key get the same name, so one key means one budget by default.
+    """
+    return "key-" + hashlib.sha256(api_key.strip().encode()).hexdigest()[:16]
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -24,6 +24,7 @@ import keyapi_async as ka
 from keyapi_async.redis_limiter import (
     RateLimiterUnavailableError,
     RedisRateLimiter,
+    budget_name,
     parse_shard,
     shard_filter,
 )
@@ -353,3 +354,10 @@ def test_shards_partition_the_ids_stably() -> None:
     ]
     with pytest.raises(ValueError):
         list(shard_filter(ids, 0, 4))
+
+
+def test_budget_name_is_per_key_and_hides_the_key() -> None:
+    name = budget_name(API_KEY)
+    assert name == budget_name(f"  {API_KEY}\n") != budget_name(API_KEY + "x")
+    assert API_KEY not in name and "LEAKCANARY" not in name
+    assert len(name) == len("key-") + 16
