@@ -13,10 +13,12 @@ from typing import Protocol, runtime_checkable
 
 from aiolimiter import AsyncLimiter
 
-__all__ = ["DEFAULT_HEADROOM", "LocalRateLimiter", "RateLimiter"]
+__all__ = ["DEFAULT_HEADROOM", "DEFAULT_TOLERANCE", "LocalRateLimiter", "RateLimiter"]
 
 #: Fraction of the budget left unused by default, to absorb network jitter (see below).
 DEFAULT_HEADROOM = 0.02
+#: Seconds a start may come before its slot, so that a late wake-up is made up for.
+DEFAULT_TOLERANCE = 0.002
 
 
 @runtime_checkable
@@ -40,28 +42,42 @@ class RateLimiter(Protocol):
 class LocalRateLimiter:
     """Paces request starts evenly: at most ``qps`` starts in any sliding one-second window.
 
-    Guarantee: consecutive permits are at least ``1 / (qps * (1 - headroom))`` seconds apart
-    on the event loop's clock, granted in FIFO order, with no burst at start-up or after a
-    pause. So any one-second window, sliding or fixed, holds at most ``qps`` starts (for a
-    fractional qps, ``ceil(qps)``: 2.5 a second on average puts 3 in some windows), and
-    the ``headroom`` share of each second (20 ms at the default 2 %) absorbs the jitter
-    between our start times and the server's arrival times. :meth:`penalize` pauses all
-    permits, which is how one task's 429 slows the whole client.
+    Guarantee: permits are scheduled ``interval = 1 / (qps * (1 - headroom))`` seconds apart
+    on the event loop's clock and granted in FIFO order; a permit may come at most
+    ``tolerance`` before its slot (so a late wake-up of the loop is made up for instead of
+    lost), never earlier, and there is no burst at start-up or after a pause. So any
+    one-second window, sliding or fixed, holds at most ``floor((1 + tolerance) / interval)
+    + 1`` starts, which is at most ``qps`` (for a fractional qps, ``ceil(qps)``: 2.5 a second
+    on average puts 3 in some windows) while ``tolerance`` is well below ``headroom``
+    seconds. The rest of the headroom (18 ms of each second at the defaults) absorbs the
+    jitter between our start times and the server's arrival times. :meth:`penalize` pauses
+    all permits, which is how one task's 429 slows the whole client.
 
-    Implementation: aiolimiter's leaky bucket with a capacity of one (``AsyncLimiter(1,
-    interval)``) is exactly a zero-burst GCRA; ``AsyncLimiter(qps, 1)`` would start empty and
-    let about 2 x qps through in its first second. A FIFO lock in front keeps at most one
-    waiter inside the bucket and lets the pause be applied in order.
+    Implementation: a leaky bucket draining at ``1 / interval`` with a capacity of
+    ``1 + tolerance / interval`` is exactly GCRA with that tolerance: aiolimiter's
+    ``AsyncLimiter`` configured so. (``AsyncLimiter(qps, 1)``, by contrast, starts empty and
+    lets about 2 x qps through in its first second.) A FIFO lock in front keeps at most
+    one waiter inside the bucket and lets the pause be applied in order.
     """
 
-    def __init__(self, qps: float, *, headroom: float = DEFAULT_HEADROOM) -> None:
+    def __init__(
+        self,
+        qps: float,
+        *,
+        headroom: float = DEFAULT_HEADROOM,
+        tolerance: float = DEFAULT_TOLERANCE,
+    ) -> None:
         if not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
             raise ValueError(f"qps must be a positive number, got {qps!r}")
         if not 0 <= headroom < 1:
             raise ValueError(f"headroom must be in [0, 1), got {headroom!r}")
         self._qps = float(qps)
         self.interval = 1.0 / (self._qps * (1.0 - headroom))
-        self._bucket = AsyncLimiter(1, self.interval)
+        if not 0 <= tolerance < self.interval:
+            raise ValueError(f"tolerance must be in [0, {self.interval:g}), got {tolerance!r}")
+        self.tolerance = tolerance
+        capacity = 1.0 + tolerance / self.interval
+        self._bucket = AsyncLimiter(capacity, capacity * self.interval)
         self._lock = asyncio.Lock()
         self._resume_at = 0.0
 
@@ -89,4 +105,7 @@ class LocalRateLimiter:
         self._resume_at = max(self._resume_at, loop.time() + max(0.0, seconds))
 
     def __repr__(self) -> str:
-        return f"LocalRateLimiter(qps={self._qps:g}, interval={self.interval:.4f}s)"
+        return (
+            f"LocalRateLimiter(qps={self._qps:g}, interval={self.interval:.4f}s, "
+            f"tolerance={self.tolerance:g}s)"
+        )
