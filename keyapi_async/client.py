@@ -244,6 +244,8 @@ class KeyAPIClient:
             )
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_transport"):  # __init__ refused its arguments
+            return "KeyAPIClient(<not configured>)"
         return (
             f"KeyAPIClient(base_url={self.base_url!r}, qps={self.qps:g}, "
             f"max_concurrency={self._inflight.limit}, api_key='***')"

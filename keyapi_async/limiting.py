@@ -73,8 +73,10 @@ class LocalRateLimiter:
             raise ValueError(f"headroom must be in [0, 1), got {headroom!r}")
         self._qps = float(qps)
         self.interval = 1.0 / (self._qps * (1.0 - headroom))
-        if not 0 <= tolerance < self.interval:
-            raise ValueError(f"tolerance must be in [0, {self.interval:g}), got {tolerance!r}")
+        # The window bound needs only 0 <= tolerance (and tolerance well under headroom
+        # seconds); at a high qps it may span several intervals, which is fine.
+        if not (math.isfinite(tolerance) and 0 <= tolerance <= 1):
+            raise ValueError(f"tolerance must be in [0, 1] seconds, got {tolerance!r}")
         self.tolerance = tolerance
         capacity = 1.0 + tolerance / self.interval
         self._bucket = AsyncLimiter(capacity, capacity * self.interval)

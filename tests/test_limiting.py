@@ -35,7 +35,7 @@ async def _start_times(limiter: ka.LocalRateLimiter, n: int, tasks: int) -> list
     return starts
 
 
-@pytest.mark.parametrize("qps", [1, 7, 10, 50, 200, 2.5])
+@pytest.mark.parametrize("qps", [1, 7, 10, 50, 200, 2.5, 2000])
 def test_no_window_holds_more_than_qps_starts(qps: float) -> None:
     limiter = ka.LocalRateLimiter(qps)
     starts = run_virtual(_start_times(limiter, n=int(qps * 5) + 3, tasks=64))

@@ -50,15 +50,23 @@ SCENARIOS = [
     Scenario("429 storm, no Retry-After", {"qps": QPS // 2}, {"max_retries": 8}),
     Scenario("429 in HTTP 200 bodies", {"faults": Faults(body_429=0.15)}, {}),
     Scenario("connection resets", {"faults": Faults(reset=0.1)}, {}),
-    Scenario("slower than the timeout", {"faults": Faults(slow=0.05, slow_seconds=3)},
-             {"timeout": 0.5}, n_ids=600),
+    Scenario(
+        "slower than the timeout",
+        {"faults": Faults(slow=0.05, slow_seconds=3)},
+        {"timeout": 0.5},
+        n_ids=600,
+    ),
     Scenario("truncated JSON", {"faults": Faults(truncated=0.1)}, {}),
     Scenario("raw control characters", {"faults": Faults(control_chars=0.3)}, {}),
     Scenario("proxy HTML 502", {"faults": Faults(html_502=0.1)}, {}),
     Scenario("first 2 attempts of every query fail", {"faults": Faults(fail_first=2)}, {}),
     Scenario("quota runs out mid-crawl", {"api_keys": {KEY: 40}}, {}, fatal=ka.QuotaExceededError),
-    Scenario("key revoked mid-crawl", {"faults": Faults(revoke_after=30)}, {},
-             fatal=ka.AuthenticationError),
+    Scenario(
+        "key revoked mid-crawl",
+        {"faults": Faults(revoke_after=30)},
+        {},
+        fatal=ka.AuthenticationError,
+    ),
 ]
 
 
@@ -72,8 +80,12 @@ def check_invariants(
     # Every id accounted for, exactly once.
     assert report.requested == len(ids)
     assert (
-        report.fetched + report.missing + len(report.failed) + report.not_attempted
-        + report.skipped_resumed == report.requested
+        report.fetched
+        + report.missing
+        + len(report.failed)
+        + report.not_attempted
+        + report.skipped_resumed
+        == report.requested
     )
     written = read_ids(out)
     assert len(written) == len(set(written)), "an id was written twice"
@@ -81,8 +93,9 @@ def check_invariants(
     assert set(written) <= {i for i in ids if server.is_known(i)}
     assert not set(written) & set(report.failed)
     # No batch beyond max_retries + 1 attempts.
-    attempts = collections.Counter(r.params.get("video_ids") for r in server.requests
-                                   if r.path == DETAIL)
+    attempts = collections.Counter(
+        r.params.get("video_ids") for r in server.requests if r.path == DETAIL
+    )
     assert max(attempts.values()) <= max_retries + 1
     # The client's budget held, whatever the server did.
     assert server.stats().busiest_window <= QPS
@@ -94,8 +107,12 @@ async def test_crawl_keeps_every_invariant_under(scenario: Scenario, tmp_path: P
     max_retries = scenario.client.get("max_retries", MAX_RETRIES)
     async with FakeKeyAPI(latency=0.01, jitter=0.005, seed=7, **scenario.server) as server:
         ids = server.make_ids(scenario.n_ids)
-        client_kwargs = {"qps": QPS, "max_retries": MAX_RETRIES, "retry_policy": FAST,
-                         **scenario.client}
+        client_kwargs = {
+            "qps": QPS,
+            "max_retries": MAX_RETRIES,
+            "retry_policy": FAST,
+            **scenario.client,
+        }
         async with ka.KeyAPIClient(KEY, base_url=server.url, **client_kwargs) as client:
             if scenario.fatal is None:
                 report = await ka.crawl_video_details(client, ids, ka.JsonlSink(out))
@@ -103,19 +120,20 @@ async def test_crawl_keeps_every_invariant_under(scenario: Scenario, tmp_path: P
                 with pytest.raises(scenario.fatal) as info:
                     await ka.crawl_video_details(client, ids, ka.JsonlSink(out))
                 report = info.value.report  # type: ignore[attr-defined]
-                first = next(n for n, r in enumerate(server.requests)
-                             if r.status in (401, 402))
+                first = next(n for n, r in enumerate(server.requests) if r.status in (401, 402))
                 # Only requests already in flight may arrive after the first 401/402.
                 assert len(server.requests) - first - 1 <= client.max_concurrency
                 assert report.not_attempted > 0
         check_invariants(report, server, out, ids, max_retries)
         stats = server.stats()
-        print(f"\n[{scenario.name}] ids={len(ids)} fetched={report.fetched} "
-              f"missing={report.missing} failed={len(report.failed)} "
-              f"not_attempted={report.not_attempted} requests={stats.requests} "
-              f"retries={report.retries} faults={sum(stats.faults_injected.values())} "
-              f"429s={stats.by_status.get(429, 0) + stats.by_code.get(429, 0)} "
-              f"busiest={stats.busiest_window} lost=0")
+        print(
+            f"\n[{scenario.name}] ids={len(ids)} fetched={report.fetched} "
+            f"missing={report.missing} failed={len(report.failed)} "
+            f"not_attempted={report.not_attempted} requests={stats.requests} "
+            f"retries={report.retries} faults={sum(stats.faults_injected.values())} "
+            f"429s={stats.by_status.get(429, 0) + stats.by_code.get(429, 0)} "
+            f"busiest={stats.busiest_window} lost=0"
+        )
         if scenario.fatal is None:
             # A resume completes whatever failed, without asking for any id twice.
             server.faults = Faults()
@@ -123,7 +141,9 @@ async def test_crawl_keeps_every_invariant_under(scenario: Scenario, tmp_path: P
             async with ka.KeyAPIClient(KEY, base_url=server.url, qps=QPS) as client:
                 again = await ka.crawl_video_details(client, ids, ka.JsonlSink(out))
             assert again.ok and again.fetched + again.missing == len(report.failed)
-            resumed = [i for r in server.requests[before:] for i in r.params["video_ids"].split(",")]
+            resumed = [
+                i for r in server.requests[before:] for i in r.params["video_ids"].split(",")
+            ]
             assert set(resumed) == set(report.failed)
             written = read_ids(out)
             assert len(written) == len(set(written))
@@ -138,15 +158,21 @@ async def test_server_that_stops_mid_crawl_and_comes_back(tmp_path: Path) -> Non
         ids = server.make_ids(2000)
 
         async def outage() -> None:
-            while len(server.requests) < 40:  # bounded by the crawl, which sends 200
+            for _ in range(4000):  # bounded: the crawl sends 200 requests in ~1 s
+                if len(server.requests) >= 40:
+                    break
                 await asyncio.sleep(0.005)
             await server.stop()
             await asyncio.sleep(0.3)  # the outage itself, not synchronization
             await server.start()
 
-        async with ka.KeyAPIClient(KEY, base_url=server.url, qps=QPS, max_retries=MAX_RETRIES,
-                                   retry_policy=ka.RetryPolicy(base_delay=0.05, max_delay=0.4)
-                                   ) as client:
+        async with ka.KeyAPIClient(
+            KEY,
+            base_url=server.url,
+            qps=QPS,
+            max_retries=MAX_RETRIES,
+            retry_policy=ka.RetryPolicy(base_delay=0.05, max_delay=0.4),
+        ) as client:
             blackout = asyncio.ensure_future(outage())
             report = await ka.crawl_video_details(client, ids, ka.JsonlSink(out))
             await blackout
