@@ -34,6 +34,7 @@ from .errors import (
     KeyAPIError,
     QuotaExceededError,
     RateLimitError,
+    RateLimiterUnavailableError,
     ServerError,
 )
 from .limiting import LocalRateLimiter, RateLimiter
@@ -72,6 +73,7 @@ __all__ = [
     "RankingPage",
     "RateLimitError",
     "RateLimiter",
+    "RateLimiterUnavailableError",
     "RedisRateLimiter",
     "RetryPolicy",
     "ServerError",

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ examples:
   keyapi-async videos ids.csv -o videos.parquet --format parquet --qps 20
   cut -d, -f1 export.csv | keyapi-async videos - -o videos.csv
   keyapi-async videos ids.txt -o out.jsonl --mock      # against a local fake API
+  # four workers (processes or hosts) sharing the key's 20 qps through Redis:
+  keyapi-async videos ids.txt --shard 1/4 -o part1.jsonl --qps 20 --redis-url redis://host:6379/0
 
 exit codes: 0 all fetched or missing, 1 some ids failed, 2 aborted (bad input, 401,
 402), 130 interrupted (resumable)."""
@@ -105,6 +107,15 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
     )
     group.add_argument("--max-concurrency", type=int, help="cap on requests in flight")
     group.add_argument(
+        "--redis-url", metavar="URL",
+        help="share --qps with every worker that uses this Redis and budget name, across "
+        "processes and hosts (needs keyapi-async[redis])",
+    )
+    group.add_argument(
+        "--redis-name", metavar="NAME",
+        help="shared budget name (default: derived from the API key, one budget per key)",
+    )
+    group.add_argument(
         "--max-retries", type=int, default=DEFAULT_MAX_RETRIES,
         help=f"retries per request (default {DEFAULT_MAX_RETRIES})",
     )
@@ -128,6 +139,15 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
         help="seconds between progress lines when stderr is not a terminal (default 5)",
     )
     out.add_argument("-v", "--verbose", action="store_true", help="log retries and errors")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from .redis_limiter import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bool(text: str) -> bool:
@@ -156,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_VIDEOS, formatter_class=formatter,
     )
     videos.add_argument("ids_file", metavar="IDS_FILE", help="ids file, or - for stdin")
+    videos.add_argument(
+        "--shard", type=_shard, metavar="I/N",
+        help="crawl only shard I of N (1..N) of IDS_FILE, split by a stable hash of each id; "
+        "give each shard its own -o OUT, and share the budget with --redis-url",
+    )
     _add_client_options(videos, DEFAULT_QPS)
 
     ranking = commands.add_parser(
@@ -220,19 +245,27 @@ async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator
         "qps": args.qps, "max_concurrency": args.max_concurrency,
         "max_retries": args.max_retries, "timeout": args.timeout,
     }
-    if not getattr(args, "mock", False):
-        async with KeyAPIClient(args.api_key, base_url=args.base_url, **options) as client:
-            yield client
-        return
-    from .testing import DEFAULT_API_KEY, FakeKeyAPI
+    mock = getattr(args, "mock", False)
+    async with contextlib.AsyncExitStack() as stack:
+        if getattr(args, "redis_url", None):
+            from .redis_limiter import RedisRateLimiter, budget_name
 
-    server_options.setdefault("qps", args.qps)
-    server_options.setdefault("latency", 0.05)
-    server_options.setdefault("jitter", 0.03)
-    async with FakeKeyAPI(**server_options) as server:
-        print(f"mock: fake KeyAPI server at {server.url}", file=sys.stderr)
-        async with KeyAPIClient(DEFAULT_API_KEY, base_url=server.url, **options) as client:
-            yield client
+            key = "mock" if mock else args.api_key or os.environ.get("KEYAPI_API_KEY") or ""
+            options["rate_limiter"] = await stack.enter_async_context(RedisRateLimiter(
+                args.redis_url, name=args.redis_name or budget_name(key), qps=args.qps))
+        if not mock:
+            async with KeyAPIClient(args.api_key, base_url=args.base_url, **options) as client:
+                yield client
+            return
+        from .testing import DEFAULT_API_KEY, FakeKeyAPI
+
+        server_options.setdefault("qps", args.qps)
+        server_options.setdefault("latency", 0.05)
+        server_options.setdefault("jitter", 0.03)
+        async with FakeKeyAPI(**server_options) as server:
+            print(f"mock: fake KeyAPI server at {server.url}", file=sys.stderr)
+            async with KeyAPIClient(DEFAULT_API_KEY, base_url=server.url, **options) as client:
+                yield client
 
 
 async def _with_signals(
@@ -270,7 +303,7 @@ def _finish(report: CrawlReport, progress: Any, ranking: bool) -> int:
     return _exit_code(report)
 
 
-async def _videos(args: argparse.Namespace, ids: IdsFile, total: int) -> int:
+async def _videos(args: argparse.Namespace, ids: Iterable[str], total: int) -> int:
     sink = _sink(args, Path(args.output))
     progress = make_progress(total, interval=args.progress_interval)
     try:
@@ -402,7 +435,13 @@ def main(argv: list[str] | None = None) -> int:
             return checked
         ids, total = checked
         with ids:
-            return asyncio.run(_videos(args, ids, total))
+            if args.shard is None:
+                return asyncio.run(_videos(args, ids, total))
+            from .redis_limiter import shard_filter
+
+            # One more pass over the file for the shard's size (lines, not unique ids).
+            total = sum(1 for _ in shard_filter(ids, *args.shard))
+            return asyncio.run(_videos(args, shard_filter(ids, *args.shard), total))
     except (MissingExtraError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ABORTED

@@ -17,6 +17,7 @@ __all__ = [
     "KeyAPIError",
     "QuotaExceededError",
     "RateLimitError",
+    "RateLimiterUnavailableError",
     "ServerError",
     "error_for_code",
 ]
@@ -134,6 +135,18 @@ class RateLimitError(KeyAPIError):
     ) -> None:
         super().__init__(message, status=status, code=code, request_id=request_id)
         self.retry_after = retry_after
+
+
+class RateLimiterUnavailableError(KeyAPIError):
+    """The shared rate limiter (Redis) cannot be reached or refused the request.
+
+    Fatal: the call stops starting requests, because going on without the shared budget
+    would overspend the key. Nothing was sent for the request that hit it, so a resumed
+    crawl simply retries those ids once Redis is back.
+    """
+
+    fatal = True
+    hint = "check that Redis is up and redis_url is right, then resume the crawl"
 
 
 class ServerError(KeyAPIError):

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from .errors import ConfigurationError, KeyAPIError
+from .errors import ConfigurationError, RateLimiterUnavailableError
 from .limiting import DEFAULT_HEADROOM
 
 if TYPE_CHECKING:
@@ -90,18 +90,6 @@ return {slot, slot - now}
 """
 
 _Id = TypeVar("_Id", str, int)
-
-
-class RateLimiterUnavailableError(KeyAPIError):
-    """The shared rate limiter (Redis) cannot be reached or refused the request.
-
-    Fatal: the call stops starting requests, because going on without the shared budget
-    would overspend the key. Nothing was sent for the request that hit it, so a resumed
-    crawl simply retries those ids once Redis is back.
-    """
-
-    fatal = True
-    hint = "check that Redis is up and redis_url is right, then resume the crawl"
 
 
 def _redis_error_types() -> tuple[type[BaseException], ...]:
