@@ -73,7 +73,7 @@ def _categories(value: object) -> list[ProductCategory] | None:
     if value is None or isinstance(value, list):
         return value  # already decoded by msgspec
     text = str(value).strip()
-    if not text:
+    if not text or text == "[]":
         return []
     try:
         return _CATEGORIES.decode(text)
@@ -87,7 +87,7 @@ def _product_ids(value: object) -> list[str] | None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if not text:
+        if not text or text == "[]":
             return []
         try:
             items = _PRODUCT_IDS.decode(text)
@@ -96,15 +96,17 @@ def _product_ids(value: object) -> list[str] | None:
     else:
         items = value  # type: ignore[assignment]
     # Bare numbers decode exactly as Python ints (no float rounding); keep ids as strings.
-    return [item if isinstance(item, str) else str(item) for item in items]
+    return list(map(str, items))
 
 
 def _normalize(record: _Video, int_fields: tuple[str, ...]) -> None:
     if record.region == "":
         record.region = None
-    for name in int_fields:
-        if getattr(record, name) == UNKNOWN:
-            setattr(record, name, None)
+    # One C-level pass over all fields; the per-field loop runs only where a sentinel is.
+    if UNKNOWN in msgspec.structs.astuple(record):
+        for name in int_fields:
+            if getattr(record, name) == UNKNOWN:
+                setattr(record, name, None)
 
 
 class _Video(msgspec.Struct, gc=False):
