@@ -28,13 +28,13 @@ from backoff.types import Details
 from .batching import IdSource, id_batches, unique_ids
 from .concurrency import InFlightLimit
 from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
-from .errors import ConfigurationError, InvalidParameterError, KeyAPIError, RateLimitError
+from .errors import ConfigurationError, KeyAPIError, RateLimitError
 from .fanout import TaskWindow
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import RankedVideo, VideoDetail
 from .retrying import RetryPolicy
 from .transport import Secret, Transport, check_base_url
-from .validation import MAX_PAGE_NUM, RankingQuery, check_page, ranking_query
+from .validation import MAX_PAGE_NUM, RankingQuery, check_max_pages, check_page, ranking_query
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -463,10 +463,7 @@ class KeyAPIClient:
             product_category_id=product_category_id, created_by_ai=created_by_ai,
         )
         start_page, page_size = check_page(start_page, page_size)
-        if max_pages is not None and (
-            not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1
-        ):
-            raise InvalidParameterError(f"invalid max_pages {max_pages!r}: expected an int >= 1")
+        max_pages = check_max_pages(max_pages)
         last = MAX_PAGE_NUM if max_pages is None else min(MAX_PAGE_NUM, start_page + max_pages - 1)
 
         scope = _CallScope(stop)

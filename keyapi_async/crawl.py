@@ -28,7 +28,7 @@ from .crawlstate import CrawlState, MissingLog, load_state, save_state
 from .errors import InvalidParameterError, KeyAPIError
 from .idsfile import compact_id
 from .sinks import FileSink, Sink
-from .validation import MAX_PAGE_SIZE, check_page, ranking_query, video_id
+from .validation import MAX_PAGE_SIZE, check_max_pages, check_page, ranking_query, video_id
 
 __all__ = ["CrawlReport", "ProgressCallback", "crawl_video_details", "crawl_video_ranking"]
 
@@ -478,10 +478,7 @@ async def crawl_video_ranking(
         product_category_id=product_category_id, created_by_ai=created_by_ai,
     )
     _, page_size = check_page(1, page_size)
-    if max_pages is not None and (
-        not isinstance(max_pages, int) or isinstance(max_pages, bool) or max_pages < 1
-    ):
-        raise InvalidParameterError(f"invalid max_pages {max_pages!r}: expected an int >= 1")
+    max_pages = check_max_pages(max_pages)
     started = time.monotonic()
     report = CrawlReport()
     counters = _ClientCounters(client)

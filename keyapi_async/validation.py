@@ -14,6 +14,7 @@ __all__ = [
     "MAX_PAGE_NUM",
     "MAX_PAGE_SIZE",
     "RankingQuery",
+    "check_max_pages",
     "check_page",
     "ranking_query",
     "video_id",
@@ -97,6 +98,15 @@ def check_page(page_num: object, page_size: object) -> tuple[int, int]:
         _page_int(page_num, "page_num", MAX_PAGE_NUM),
         _page_int(page_size, "page_size", MAX_PAGE_SIZE),
     )
+
+
+def check_max_pages(max_pages: object) -> int | None:
+    """Validate ``max_pages``: None (no limit) or an int >= 1."""
+    if max_pages is None or (
+        isinstance(max_pages, int) and not isinstance(max_pages, bool) and max_pages >= 1
+    ):
+        return max_pages
+    raise InvalidParameterError(f"invalid max_pages {max_pages!r}: expected an int >= 1")
 
 
 @dataclass(frozen=True)
