@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import logging
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPICli
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import InvalidParameterError, KeyAPIError
 from .idsfile import IdsFile, check_ids_file, format_problems
-from .models import RankType, VideoRankField
+from .models import RankedVideo, RankType, VideoRankField
 from .progress import make_progress, summary_table
 from .sinks import CsvSink, FileSink, JsonlSink, MissingExtraError, ParquetSink
 
@@ -71,14 +72,18 @@ exit codes: 0 done, 1 a page failed after its retries (re-run to continue), 2 ab
 (bad input, 401, 402), 130 interrupted (resumable)."""
 
 _EPILOG_DEMO = """\
-Starts the embedded fake KeyAPI server (with latency, a QPS limit it enforces and a few
-injected faults: 5xx, resets, 429s, truncated answers) and crawls a few thousand ids
-against it into a JSONL file, showing progress and the summary. Needs no key and no
-network; takes a few seconds.
+With no key configured (KEYAPI_API_KEY), or with --mock: starts the embedded fake KeyAPI
+server (with latency, a QPS limit it enforces and a few injected faults: 5xx, resets,
+429s, truncated answers) and crawls a few thousand ids against it into a JSONL file,
+showing progress and the summary. Needs no key and no network; takes a few seconds.
+
+With a key configured: the same pipeline against the real API, small on purpose: last
+week's US ranking by views (3 pages), then the details of those videos. It spends at most
+6 credits, and says so before it starts.
 
 examples:
   keyapi-async demo
-  keyapi-async demo --ids 10000 --qps 100 --out-dir ./demo-out"""
+  keyapi-async demo --mock --ids 10000 --qps 100 --out-dir ./demo-out"""
 
 _EPILOG_MOCK = """\
 Runs the fake KeyAPI server until Ctrl-C; it prints 'listening on URL'. Point a crawl at
@@ -218,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="QPS the fake server enforces and the client keeps (default 50)")
     demo.add_argument("--out-dir", help="where to write demo.jsonl (default: a temp dir)")
     demo.add_argument("--format", choices=sorted(FORMATS), default="jsonl")
+    demo.add_argument("--mock", action="store_true",
+                      help="use the embedded fake server even when a key is configured")
+    demo.add_argument("--base-url", help="API root for the live demo (default: "
+                      "KEYAPI_BASE_URL or production)")
     return parser
 
 
@@ -348,11 +357,55 @@ async def _ranking(args: argparse.Namespace) -> int:
     return _finish(report, progress, ranking=True)
 
 
+#: The live demo's size: ranking pages, and so also detail requests (10 ids a page).
+DEMO_LIVE_PAGES = 3
+
+
+class _RememberIds:
+    """A sink that passes records on and remembers their video ids."""
+
+    def __init__(self, sink: FileSink) -> None:
+        self.sink = sink
+        self.ids: list[str] = []
+
+    async def write(self, records: Sequence[RankedVideo]) -> None:
+        self.ids.extend(r.video_id for r in records if r.video_id)
+        await self.sink.write(records)
+
+    async def close(self) -> None:
+        await self.sink.close()
+
+
+async def _demo_live(args: argparse.Namespace, out_dir: Path) -> int:
+    """The demo against the real API: a small ranking crawl, then its videos' details."""
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    monday = today - datetime.timedelta(days=today.weekday() + 7)  # last complete week
+    print(f"demo: KEYAPI_API_KEY is set, so this runs against the real API and spends at most "
+          f"{2 * DEMO_LIVE_PAGES} credits (use --mock to stay offline)", file=sys.stderr)
+    ranking = _RememberIds(FORMATS[args.format](out_dir / f"ranking.{args.format}"))
+    async with KeyAPIClient(base_url=args.base_url, qps=min(args.qps, DEFAULT_QPS)) as client:
+        listed = await crawl_video_ranking(
+            client, ranking, date=monday, region="US", video_rank_field=VideoRankField.VIEWS,
+            rank_type=RankType.WEEK, max_pages=DEMO_LIVE_PAGES, resume=False,
+        )
+        sys.stdout.write(summary_table(listed, ranking=True))
+        progress = make_progress(len(ranking.ids), interval=2.0)
+        report = await _with_signals(
+            lambda stop: crawl_video_details(
+                client, ranking.ids, FORMATS[args.format](out_dir / f"demo.{args.format}"),
+                resume=False, on_progress=progress, stop=stop,
+            )
+        )
+    return _finish(report, progress, ranking=False)
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from .testing import DEFAULT_API_KEY, FakeKeyAPI, Faults
 
     out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="keyapi-demo-"))
     os.makedirs(out_dir, exist_ok=True)
+    if not args.mock and os.environ.get("KEYAPI_API_KEY"):
+        return await _demo_live(args, out_dir)
     output = out_dir / f"demo.{args.format}"
     sink = FORMATS[args.format](output)
     faults = Faults(http_5xx=0.03, reset=0.01, body_429=0.01, truncated=0.01)

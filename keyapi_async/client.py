@@ -154,11 +154,12 @@ class KeyAPIClient:
         base_url: API root, ``https://api.keyapi.ai`` by default.
         qps: Hard budget of request starts per second, retries included (default 5).
         max_concurrency: Cap on requests in flight; None derives it from qps and latency.
-        max_retries: Retries after the first attempt for retryable errors (default 4).
+        max_retries: Retries after the first attempt for retryable errors; None takes
+            ``retry_policy``'s count (default 4).
         timeout: Seconds per attempt (default 30).
         rate_limiter: Another :class:`RateLimiter` (one shared across processes, say);
             when given, ``qps`` is taken from it.
-        retry_policy: Backoff details; ``max_retries`` overrides its count.
+        retry_policy: Backoff details; an explicit ``max_retries`` overrides its count.
     """
 
     def __init__(
@@ -168,7 +169,7 @@ class KeyAPIClient:
         base_url: str | None = None,
         qps: float = DEFAULT_QPS,
         max_concurrency: int | None = None,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         rate_limiter: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
@@ -178,6 +179,9 @@ class KeyAPIClient:
             raise ConfigurationError(
                 "no API key: pass api_key= or set the KEYAPI_API_KEY environment variable"
             )
+        policy = retry_policy or RetryPolicy()
+        if max_retries is None:
+            max_retries = policy.max_retries
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if not isinstance(timeout, (int, float)) or not timeout > 0:
@@ -189,7 +193,6 @@ class KeyAPIClient:
             raise ConfigurationError(str(exc)) from None
         url = base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL
         self._transport = Transport(check_base_url(url), Secret(key.strip()), float(timeout))
-        policy = retry_policy or RetryPolicy()
         self.retry_policy = RetryPolicy(
             max_retries=max_retries,
             base_delay=policy.base_delay,
@@ -452,9 +455,10 @@ class KeyAPIClient:
         """Yield the pages of a ranking list in order, fetched concurrently.
 
         The API gives no total: the list ends at the first page shorter than ``page_size``.
-        The window of pages fetched ahead starts at one and doubles with every full page
-        (up to the in-flight cap), so a short list costs few speculative requests and a
-        long one soon runs at full speed. No page is fetched twice; ``max_pages`` is exact.
+        The window of pages fetched ahead starts at one and grows by one with every full
+        page, so it doubles every round trip, as TCP's slow start does (up to the in-flight
+        cap): a short list costs few speculative requests, a long one soon runs at full
+        speed. No page is fetched twice; ``max_pages`` is exact.
         Setting ``stop`` ends the list early: pages on the wire finish and are yielded in
         order, up to the first page that was given up.
         """
@@ -471,7 +475,7 @@ class KeyAPIClient:
         requests: dict[asyncio.Task[RankingPage], tuple[int, _Request]] = {}
         ready: dict[int, RankingPage] = {}
         next_page = expected = start_page
-        ahead = 1  # slow start: pages allowed in flight, doubled per full page
+        ahead = 1  # slow start: pages allowed in flight, one more per full page
         async with window:
             while expected <= last:
                 if scope.halted:
@@ -504,7 +508,7 @@ class KeyAPIClient:
                         if num > last:
                             other.cancel()
                 else:
-                    ahead = min(ahead * 2, MAX_PAGE_NUM)
+                    ahead += 1
                 if page_num <= last:
                     ready[page_num] = page
 
