@@ -556,3 +556,20 @@ async def test_an_unclosed_client_warns_when_collected(mock_api: aioresponses.ai
         gc.collect()
     assert session is not None
     await session.close()
+
+
+async def test_the_retry_policy_count_applies_unless_max_retries_is_given(
+    mock_api: aioresponses.aioresponses,
+) -> None:
+    mock_api.get(DETAIL_URL, status=500, body=envelope(None, 500, "x"), repeat=True)
+    policy = ka.RetryPolicy(max_retries=1, base_delay=0.001)
+    async with ka.KeyAPIClient(API_KEY, base_url="https://api.test", retry_policy=policy) as c:
+        with pytest.raises(ka.ServerError):
+            await c.video_details(["1"])
+    assert request_count(mock_api) == 2
+    async with ka.KeyAPIClient(
+        API_KEY, base_url="https://api.test", retry_policy=policy, max_retries=0
+    ) as c:
+        with pytest.raises(ka.ServerError):
+            await c.video_details(["1"])
+    assert request_count(mock_api) == 3
