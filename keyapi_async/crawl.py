@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from .client import DetailBatch, KeyAPIClient
 from .crawlstate import CrawlState, MissingLog, load_state, save_state
 from .errors import InvalidParameterError, KeyAPIError
-from .idsfile import compact_id
+from .idset import CompactIdSet
 from .sinks import FileSink, Sink
 from .validation import MAX_PAGE_SIZE, check_max_pages, check_page, ranking_query, video_id
 
@@ -222,9 +222,10 @@ class _Feed:
     after an abort it is drained to count the ids never sent.
     """
 
-    def __init__(self, done: set[int | str], report: CrawlReport) -> None:
+    def __init__(self, done: CompactIdSet, report: CrawlReport) -> None:
         self.done = done
-        self.seen: set[int | str] = set()
+        # Compact (8 bytes an id): the only structure of a crawl that grows with the input.
+        self.seen = CompactIdSet()
         self.report = report
         self.position = 0
         self.handed = 0
@@ -242,13 +243,11 @@ class _Feed:
                 self.error = exc
             self.stopped = True
             return None
-        key = compact_id(vid)
-        if key in self.seen:
+        if not self.seen.add(vid):
             return None
-        self.seen.add(key)
         self.report.requested += 1
-        if key in self.done:
-            self.done.discard(key)  # seen now holds it: keep one copy in memory
+        if vid in self.done:
+            # Each id reaches here once (seen filters repeats), so done needs no removal.
             self.report.skipped_resumed += 1
             return None
         return vid
@@ -260,20 +259,17 @@ class _Feed:
                 vid = video_id(value)
             except InvalidParameterError:
                 continue
-            key = compact_id(vid)
-            if key in self.seen:
+            if not self.seen.add(vid):
                 continue
-            self.seen.add(key)
             self.report.requested += 1
-            if key in self.done:
-                self.done.discard(key)
+            if vid in self.done:
                 self.report.skipped_resumed += 1
             else:
                 self.report.not_attempted += 1
 
 
 class _SyncFeed(_Feed):
-    def __init__(self, ids: Iterable[object], done: set[int | str], report: CrawlReport):
+    def __init__(self, ids: Iterable[object], done: CompactIdSet, report: CrawlReport):
         super().__init__(done, report)
         self._it = iter(ids)
 
@@ -294,7 +290,7 @@ class _SyncFeed(_Feed):
 
 
 class _AsyncFeed(_Feed):
-    def __init__(self, ids: AsyncIterable[object], done: set[int | str], report: CrawlReport):
+    def __init__(self, ids: AsyncIterable[object], done: CompactIdSet, report: CrawlReport):
         super().__init__(done, report)
         self._it = aiter(ids)
 
@@ -358,8 +354,8 @@ async def crawl_video_details(
     outputs = _Outputs(sink, "videos", {"format": type(sink).__name__})
     stored, missing = outputs.open(resume)
     report.output = outputs.output
-    done: set[int | str] = {compact_id(i) for i in stored if i is not None}
-    done.update(compact_id(i) for i in missing)
+    done = CompactIdSet(i for i in stored if i is not None)
+    done.update(missing)
     del stored, missing
     feed: _SyncFeed | _AsyncFeed = (
         _AsyncFeed(ids, done, report) if isinstance(ids, AsyncIterable)
