@@ -1,6 +1,7 @@
 """``python -m benchmarks [--quick] [--only NAMES] [--out DIR]``: run, print, record.
 
-Prints one table per section (figure, target, verdict), then writes
+Prints one table per section (figure, target, verdict), the Redis rows when Redis is at
+hand and, last, the soak test (not in ``--quick``); then writes
 ``results.json`` and ``results.png`` to ``--out`` (``benchmarks/results`` by default).
 The exit status is 0 unless a section crashed: verdicts are reported, not enforced
 (``--strict`` also fails on a MISS). ``--quick`` shrinks every size for a CI smoke run.
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from . import bulk, decode, fidelity, memory, overhead
+from . import bulk, decode, fidelity, memory, overhead, soak
 from .chart import write_chart
 from .harness import SectionResult, print_table
 
@@ -49,7 +50,7 @@ def machine() -> dict[str, Any]:
     ram = None
     with contextlib.suppress(OSError, ValueError):
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
@@ -90,19 +91,26 @@ def _redis_section(quick: bool) -> SectionResult | None:
     return redis_workers.run(quick)
 
 
+#: Sections that may not run (no Redis; soak not in --quick): they may return None.
+OPTIONAL: dict[str, Callable[[bool], SectionResult | None]] = {
+    "redis": _redis_section,
+    "soak": soak.run,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the selected sections; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument(
-        "--only", default=",".join([*SECTIONS, "redis"]),
-        help="comma-separated sections: " + ", ".join([*SECTIONS, "redis"]),
+        "--only", default=",".join([*SECTIONS, *OPTIONAL]),
+        help="comma-separated sections: " + ", ".join([*SECTIONS, *OPTIONAL]),
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
     parser.add_argument("--strict", action="store_true", help="exit 1 on any MISS (not --quick)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(chosen) - {*SECTIONS, "redis"}
+    unknown = set(chosen) - {*SECTIONS, *OPTIONAL}
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
@@ -116,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         t0 = time.perf_counter()
         try:
-            section = _redis_section(args.quick) if name == "redis" else SECTIONS[name](
-                args.quick)
+            section = (OPTIONAL[name] if name in OPTIONAL else SECTIONS[name])(args.quick)
         except Exception as exc:
             traceback.print_exc()
             crashed.append(name)

@@ -55,7 +55,7 @@ def check_equivalent(body: bytes, page: str) -> None:
     """Assert the pydantic models yield exactly the SDK's values (else the race is unfair)."""
     decoder = DETAIL_DECODER if page == "detail" else RANKING_DECODER
     envelope = pm.DetailEnvelope if page == "detail" else pm.RankingEnvelope
-    ours, _ = decode_response(decoder, 200, body)  # type: ignore[arg-type]
+    ours, _ = decode_response(decoder, 200, body)  # type: ignore[misc]
     theirs = envelope.model_validate_json(body).data or []
     a = _builtins(ours)
     b = _builtins([m.model_dump() for m in theirs])
@@ -71,7 +71,7 @@ def contenders(body: bytes, page: str) -> dict[str, Callable[[], object]]:
     decoder = DETAIL_DECODER if page == "detail" else RANKING_DECODER
     envelope = pm.DetailEnvelope if page == "detail" else pm.RankingEnvelope
     return {
-        "keyapi_async models": lambda: decode_response(decoder, 200, body),  # type: ignore[arg-type]
+        "keyapi_async models": lambda: decode_response(decoder, 200, body),  # type: ignore[misc]
         "msgspec untyped": lambda: _UNTYPED.decode(body),
         "orjson -> dicts": lambda: orjson.loads(body),
         "json.loads -> dicts": lambda: json.loads(body),

@@ -45,7 +45,8 @@ _RUN_TIMEOUT = 300.0
 
 
 async def _crawl(
-    base_url: str, redis_url: str, name: str, qps: float, ids: list[str]
+    base_url: str, redis_url: str, name: str, qps: float, ids: list[str],
+    max_concurrency: int | None,
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -56,7 +57,7 @@ async def _crawl(
     failed: dict[str, str] = {}
     fatal = None
     async with ka.RedisRateLimiter(redis_url, name=name, qps=qps) as limiter, ka.KeyAPIClient(
-        API_KEY, base_url=base_url, rate_limiter=limiter
+        API_KEY, base_url=base_url, rate_limiter=limiter, max_concurrency=max_concurrency
     ) as client:
         # Warm up before the start line: a fresh process's first HTTP request runs cold
         # code paths for tens of ms, a one-off delay that is not the limiter's to absorb.
@@ -90,14 +91,18 @@ def worker_main(args: argparse.Namespace) -> None:
 
     index, count = parse_shard(args.shard)
     ids = list(shard_filter(Path(args.ids_file).read_text().split(), index, count))
-    result = asyncio.run(_crawl(args.base_url, args.redis_url, args.name, args.qps, ids))
+    result = asyncio.run(
+        _crawl(args.base_url, args.redis_url, args.name, args.qps, ids, args.max_concurrency)
+    )
     sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
 
 
 # -- the orchestrator -----------------------------------------------------------------
 
 
-def run_workers(redis_url: str, workers: int, qps: float, n_ids: int) -> dict[str, Any]:
+def run_workers(
+    redis_url: str, workers: int, qps: float, n_ids: int, max_concurrency: int | None = None
+) -> dict[str, Any]:
     """Crawl ``n_ids`` ids split over ``workers`` processes; results, stats and arrivals."""
     ids = [str(7_100_000_000_000_000_000 + i * 7919) for i in range(n_ids)]
     name = f"bench-{uuid.uuid4().hex}"
@@ -111,7 +116,9 @@ def run_workers(redis_url: str, workers: int, qps: float, n_ids: int) -> dict[st
                     [sys.executable, "-m", "benchmarks.redis_workers", "--worker",
                      "--base-url", server.url, "--redis-url", redis_url, "--name", name,
                      "--qps", f"{qps:g}", "--shard", f"{i}/{workers}", "--ids-file",
-                     str(ids_file)],
+                     str(ids_file),
+                     *([] if max_concurrency is None else
+                       ["--max-concurrency", str(max_concurrency)])],
                     cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 ))
             for proc in procs:
@@ -183,7 +190,18 @@ def _summary(run: dict[str, Any]) -> dict[str, float]:
         "ratio": achieved / run["qps"],
         "429s": float(run["stats"]["by_status"].get("429", 0)),
         "busiest": float(run["stats"]["busiest_window"]),
+        "failed": float(sum(len(shard["failed"]) for shard in run["shards"])),
     }
+
+
+def _first_failure(run: dict[str, Any]) -> str:
+    """The first reason a worker gave for failed ids (or its fatal error), else ''."""
+    for shard in run["shards"]:
+        if shard["fatal"]:
+            return str(shard["fatal"])
+        for reason in shard["failed"].values():
+            return str(reason)
+    return ""
 
 
 def run(quick: bool, redis_url: str | None = None) -> SectionResult:
@@ -201,10 +219,16 @@ def run(quick: bool, redis_url: str | None = None) -> SectionResult:
         for workers in (1, 2, 4):
             run_ = run_workers(url, workers, qps, n_ids=int(qps * seconds * 10))
             s = _summary(run_)
-            result.raw[f"N={workers}"] = {**s, "stats": run_["stats"]}
+            failure = _first_failure(run_)
+            result.raw[f"N={workers}"] = {**s, "stats": run_["stats"], "first_failure": failure}
             result.add(
                 f"N={workers}: achieved / configured qps", s["ratio"], "x", target=">= 0.9x",
                 ok=s["ratio"] >= 0.9, note=f"{s['achieved']:.1f} of {qps:g} qps",
+            )
+            # A worker whose ids all failed sends nothing: say why rather than show 0 qps.
+            result.add(
+                f"N={workers}: ids failed", s["failed"], "ids", target="0",
+                ok=s["failed"] == 0 and not failure, note=failure[:240],
             )
             result.add(f"N={workers}: 429 answers", s["429s"], "", target="0", ok=s["429s"] == 0)
             result.add(
@@ -227,6 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--qps", type=float, default=20.0)
     parser.add_argument("--ids", type=int, default=400)
+    parser.add_argument("--max-concurrency", type=int, help="each worker's client cap")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -238,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.check:
         with contextlib.ExitStack() as stack:
             url = args.redis_url or stack.enter_context(redis_server())
-            out = run_workers(url, args.workers, args.qps, args.ids)
+            out = run_workers(url, args.workers, args.qps, args.ids, args.max_concurrency)
         sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
     else:
         print_table(run(args.quick, args.redis_url))
