@@ -224,7 +224,7 @@ class _Feed:
 
     def __init__(self, done: CompactIdSet, report: CrawlReport) -> None:
         self.done = done
-        # Compact (8 bytes an id): the only structure of a crawl that grows with the input.
+        # Compact (~8.5 bytes an id): the only structure of a crawl that grows with the input.
         self.seen = CompactIdSet()
         self.report = report
         self.position = 0
