@@ -174,6 +174,11 @@ class RedisRateLimiter:
             # Raised for a malformed URL; the message names the scheme, not the password.
             raise ConfigurationError(f"invalid redis_url: {exc}") from None
         self._script = self._redis.register_script(_SCRIPT)
+        # One acquire at a time per process, in FIFO order: one Redis call at a time (a
+        # crawl may have hundreds of tasks waiting; redis-py's pool holds 100 connections),
+        # and at most one reservation outstanding, so cancelled waiters never leave a row
+        # of reserved, unused slots that delay every other worker.
+        self._lock = asyncio.Lock()
 
     @property
     def qps(self) -> float:
@@ -204,12 +209,13 @@ class RedisRateLimiter:
 
     async def acquire(self) -> None:
         """Reserve the next shared slot and sleep until it, honouring any shared pause."""
-        slot, delay = await self.reserve()
-        while delay > 0:
-            await asyncio.sleep(delay / 1_000_000)
-            # One more call, not a poll: it returns at once unless a pause was set while
-            # we slept, in which case it reserves a slot after the pause.
-            slot, delay = await self.confirm(slot)
+        async with self._lock:
+            slot, delay = await self.reserve()
+            while delay > 0:
+                await asyncio.sleep(delay / 1_000_000)
+                # One more call, not a poll: it returns at once unless a pause was set while
+                # we slept, in which case it reserves a slot after the pause.
+                slot, delay = await self.confirm(slot)
 
     async def penalize(self, seconds: float) -> None:
         """Start nothing, in any worker, for ``seconds`` from now; longer pauses win."""
