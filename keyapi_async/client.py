@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from backoff.types import Details
 
-from .batching import IdSource, id_batches, unique_ids
+from .batching import MAX_IDS_PER_REQUEST, IdSource, id_batches, unique_ids
 from .concurrency import InFlightLimit
 from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
 from .errors import ConfigurationError, KeyAPIError, RateLimitError
@@ -115,13 +115,15 @@ class _CallScope:
 class _Request:
     """Bookkeeping of one logical request across its attempts."""
 
-    __slots__ = ("attempts", "on_wire", "rate_limited", "scope")
+    __slots__ = ("attempts", "on_wire", "rate_limited", "replay", "scope")
 
     def __init__(self, scope: _CallScope) -> None:
         self.scope = scope
         self.attempts = 0
         self.rate_limited = 0
         self.on_wire = False
+        #: The first attempt's failure, handed to the retry loop (see KeyAPIClient._request).
+        self.replay: KeyAPIError | None = None
 
 
 def _halt(requests: dict[asyncio.Task[T], _Request]) -> None:
@@ -140,6 +142,11 @@ class ClientStats:
     retries: int = 0
     rate_limited: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+
+
+async def _slices(ids: list[str]) -> AsyncGenerator[list[str], None]:
+    for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
+        yield ids[start : start + MAX_IDS_PER_REQUEST]
 
 
 class KeyAPIClient:
@@ -199,7 +206,7 @@ class KeyAPIClient:
             max_delay=policy.max_delay,
             max_retry_after=policy.max_retry_after,
         )
-        self._send = self.retry_policy.wrap(self._attempt, self._before_retry)
+        self._retry = self.retry_policy.wrap(self._retry_attempt, self._before_retry)
         self.timeout = float(timeout)
         self.stats = ClientStats()
         self._closed = False
@@ -303,12 +310,31 @@ class KeyAPIClient:
             self.retry_policy.max_retries + 1,
         )
 
+    async def _retry_attempt(
+        self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
+        request: _Request,
+    ) -> tuple[list[T], str | None]:
+        """An attempt inside the retry loop; its first call replays the failure of the
+        attempt made outside it, so the loop counts that attempt and waits before the next."""
+        if request.replay is not None:
+            failure, request.replay = request.replay, None
+            raise failure
+        return await self._attempt(path, params, decoder, request)
+
     async def _request(
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
     ) -> tuple[list[T], str | None]:
         try:
-            result: tuple[list[T], str | None] = await self._send(path, params, decoder, request)
+            try:
+                # Most requests succeed at once: the first attempt skips the retry machinery,
+                # which only a retryable failure enters.
+                return await self._attempt(path, params, decoder, request)
+            except KeyAPIError as exc:
+                if not self.retry_policy.max_retries or self.retry_policy.should_give_up(exc):
+                    raise
+                request.replay = exc
+            result: tuple[list[T], str | None] = await self._retry(path, params, decoder, request)
         except KeyAPIError as exc:
             if exc.fatal and request.scope.fatal is None:
                 request.scope.fatal = exc
@@ -338,7 +364,7 @@ class KeyAPIClient:
             rate_limited=request.rate_limited, request_id=request_id,
         )
 
-    async def iter_detail_batches(
+    def iter_detail_batches(
         self, ids: IdSource, *, dedupe: bool = True, stop: asyncio.Event | None = None
     ) -> AsyncGenerator[DetailBatch, None]:
         """Yield one :class:`DetailBatch` per request, as requests complete.
@@ -349,10 +375,16 @@ class KeyAPIClient:
         are yielded with ``sent=False``, then the error is raised. Setting ``stop`` halts
         the call the same way and ends the iteration normally (no more ids are pulled).
         """
+        return self._fan_out(id_batches(ids, dedupe=dedupe), stop)
+
+    async def _fan_out(
+        self, batches: AsyncGenerator[list[str], None], stop: asyncio.Event | None
+    ) -> AsyncGenerator[DetailBatch, None]:
+        """Run one request per batch of valid ids, at most the in-flight cap at a time."""
         scope = _CallScope(stop)
         window: TaskWindow[DetailBatch] = TaskWindow()
         requests: dict[asyncio.Task[DetailBatch], tuple[list[str], _Request]] = {}
-        async with aclosing(id_batches(ids, dedupe=dedupe)) as batches, window:
+        async with aclosing(batches), window:
             exhausted = False
             while True:
                 if scope.halted:
@@ -396,10 +428,14 @@ class KeyAPIClient:
         Every id is validated before the first request; duplicates are sent once; ids are
         packed 10 a request and the requests run concurrently.
         """
-        unique = unique_ids(ids)
+        unique = unique_ids(ids)  # validated once, here: the batches below are made from it
         by_id: dict[str | None, VideoDetail] = {}
-        async for video in self.iter_video_details(unique):
-            by_id.setdefault(video.video_id, video)
+        async with aclosing(self._fan_out(_slices(unique), None)) as batches:
+            async for batch in batches:
+                if batch.error is not None:
+                    raise batch.error
+                for video in batch.videos:
+                    by_id.setdefault(video.video_id, video)
         return [by_id[i] for i in unique if i in by_id]
 
     # -- ranking ---------------------------------------------------------------------
