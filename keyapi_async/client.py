@@ -267,7 +267,7 @@ class KeyAPIClient:
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
     ) -> tuple[list[T], str | None]:
-        """One attempt: slot, permit, send, decode. Wrapped in the retry policy."""
+        """One attempt: slot, permit, send, decode (retries: see :meth:`_request`)."""
         if self._closed:
             raise ConfigurationError("the client is closed; create a new KeyAPIClient")
         loop = asyncio.get_running_loop()
