@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Collection, Iterable
 from .errors import InvalidParameterError
 from .validation import video_id
 
-__all__ = ["MAX_IDS_PER_REQUEST", "IdSource", "id_batches", "unique_ids"]
+__all__ = ["MAX_IDS_PER_REQUEST", "IdSource", "id_batches", "list_batches", "unique_ids"]
 
 #: The API's limit of ids in one detail request.
 MAX_IDS_PER_REQUEST = 10
@@ -42,6 +42,14 @@ def unique_ids(ids: Iterable[object]) -> list[str]:
     return list(dict.fromkeys(video_id(v, i) for i, v in enumerate(ids)))
 
 
+async def list_batches(
+    ids: list[str], size: int = MAX_IDS_PER_REQUEST
+) -> AsyncGenerator[list[str], None]:
+    """Yield ``ids`` (already valid and unique) in lists of at most ``size``."""
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
 async def id_batches(
     ids: IdSource, *, size: int = MAX_IDS_PER_REQUEST, dedupe: bool = True
 ) -> AsyncGenerator[list[str], None]:
@@ -49,8 +57,8 @@ async def id_batches(
     _refuse_scalar(ids)
     if isinstance(ids, Collection):
         everything = unique_ids(ids) if dedupe else [video_id(v, i) for i, v in enumerate(ids)]
-        for start in range(0, len(everything), size):
-            yield everything[start : start + size]
+        async for chunk in list_batches(everything, size):
+            yield chunk
         return
 
     seen: set[str] = set()

@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from backoff.types import Details
 
-from .batching import MAX_IDS_PER_REQUEST, IdSource, id_batches, unique_ids
+from .batching import IdSource, id_batches, list_batches, unique_ids
 from .concurrency import InFlightLimit
 from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
 from .errors import ConfigurationError, KeyAPIError, RateLimitError
@@ -142,11 +142,6 @@ class ClientStats:
     retries: int = 0
     rate_limited: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-
-
-async def _slices(ids: list[str]) -> AsyncGenerator[list[str], None]:
-    for start in range(0, len(ids), MAX_IDS_PER_REQUEST):
-        yield ids[start : start + MAX_IDS_PER_REQUEST]
 
 
 class KeyAPIClient:
@@ -409,18 +404,24 @@ class KeyAPIClient:
         if scope.fatal is not None:
             raise scope.fatal
 
-    async def iter_video_details(self, ids: IdSource) -> AsyncGenerator[VideoDetail, None]:
+    async def _videos(
+        self, batches: AsyncGenerator[list[str], None]
+    ) -> AsyncGenerator[VideoDetail, None]:
+        """The records of each batch as it completes; the first batch error is raised."""
+        async with aclosing(self._fan_out(batches, None)) as results:
+            async for result in results:
+                if result.error is not None:
+                    raise result.error
+                for video in result.videos:
+                    yield video
+
+    def iter_video_details(self, ids: IdSource) -> AsyncGenerator[VideoDetail, None]:
         """Yield VideoDetails as their batches complete (ids pulled lazily, deduplicated).
 
         Ids the API does not know are skipped (logged at DEBUG). Raises the first error a
         batch could not recover from; use :meth:`iter_detail_batches` to carry on past them.
         """
-        async with aclosing(self.iter_detail_batches(ids)) as batches:
-            async for batch in batches:
-                if batch.error is not None:
-                    raise batch.error
-                for video in batch.videos:
-                    yield video
+        return self._videos(id_batches(ids))
 
     async def video_details(self, ids: Iterable[str | int]) -> list[VideoDetail]:
         """Fetch details for any number of ids: one VideoDetail per known id, in input order.
@@ -430,12 +431,9 @@ class KeyAPIClient:
         """
         unique = unique_ids(ids)  # validated once, here: the batches below are made from it
         by_id: dict[str | None, VideoDetail] = {}
-        async with aclosing(self._fan_out(_slices(unique), None)) as batches:
-            async for batch in batches:
-                if batch.error is not None:
-                    raise batch.error
-                for video in batch.videos:
-                    by_id.setdefault(video.video_id, video)
+        async with aclosing(self._videos(list_batches(unique))) as videos:
+            async for video in videos:
+                by_id.setdefault(video.video_id, video)
         return [by_id[i] for i in unique if i in by_id]
 
     # -- ranking ---------------------------------------------------------------------
