@@ -434,15 +434,9 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 def _mock_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .testing.cli import serve, server_from_args
+    from .testing.cli import run
 
-    try:
-        server = server_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(server))
-    return EXIT_OK
+    return run(args, parser)
 
 
 def _check_ids(args: argparse.Namespace) -> tuple[IdsFile, int] | int:

@@ -110,14 +110,8 @@ async def serve(server: FakeKeyAPI) -> None:
         await server.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the fake KeyAPI server from the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="python -m keyapi_async.testing",
-        description="Run a local fake KeyAPI server (TikTok video endpoints).",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Serve with parsed ``args`` until SIGINT/SIGTERM; bad options go to ``parser.error``."""
     try:
         server = server_from_args(args)
     except ValueError as exc:
@@ -125,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(server))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fake KeyAPI server from the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m keyapi_async.testing",
+        description="Run a local fake KeyAPI server (TikTok video endpoints).",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":
