@@ -82,9 +82,11 @@ class Gateway:
     """A limiter in front of the origin, and the targets it is judged by."""
 
     kind: str  # nginx | limits | fake
-    mode: str  # the limit_req options, the limits strategy or the fake's qps mode
+    mode: str  # the limits strategy or the fake's qps mode ("" for nginx)
     label: str
     strict: bool  # nginx's no-burst semantics: the looser targets apply
+    burst: int = 0  # nginx limit_req burst=
+    nodelay: bool = False  # nginx limit_req nodelay
 
     @property
     def floor(self) -> float:
@@ -99,8 +101,9 @@ class Gateway:
 
 GATEWAYS = {
     "nginx": Gateway("nginx", "", "nginx limit_req, no burst", strict=True),
-    "nginx-b5": Gateway("nginx", "burst=5 nodelay", "nginx burst=5 nodelay", strict=False),
-    "nginx-b10": Gateway("nginx", "burst=10", "nginx burst=10", strict=False),
+    "nginx-b5": Gateway("nginx", "", "nginx burst=5 nodelay", strict=False, burst=5,
+                        nodelay=True),
+    "nginx-b10": Gateway("nginx", "", "nginx burst=10", strict=False, burst=10),
     "limits-moving": Gateway("limits", "moving", "limits moving window", strict=False),
     "limits-fixed": Gateway("limits", "fixed", "limits fixed window", strict=False),
     "fake-sliding": Gateway("fake", "sliding", "fake sliding window", strict=False),
@@ -429,6 +432,10 @@ def run_cell(
 # -- judging and printing --------------------------------------------------------------
 
 
+def _raw(runs: dict[str, Outcome | str]) -> dict[str, Any]:
+    return {name: run if isinstance(run, str) else run.summary() for name, run in runs.items()}
+
+
 def row_name(label: str, contender: str) -> str:
     """The table row for one contender in one cell."""
     return f"{label}: {'SDK ' if contender != 'naive' else ''}{contender}"
@@ -530,10 +537,10 @@ def _proxied_cells(
         if nginx_cells and exe is not None:
             specs = []
             for i, c in enumerate(nginx_cells):
-                burst = int(c.gateway.mode.split("=")[1].split()[0]) if c.gateway.mode else 0
                 spec = NginxCell(
-                    f"cell{i}", free_port(), c.rate, upstream=origins[c.latency].url[7:],
-                    burst=burst, nodelay="nodelay" in c.gateway.mode,
+                    f"cell{i}", free_port(), c.rate,
+                    upstream=origins[c.latency].url.removeprefix("http://"),
+                    burst=c.gateway.burst, nodelay=c.gateway.nodelay,
                 )
                 specs.append(spec)
                 urls[c] = spec.url
@@ -554,8 +561,7 @@ def _proxied_cells(
                             flip=bool(i % 2), auto_na=auto_na)
             judge_cell(result, cell, runs, p.warmup)
             grid.append(grid_line(cell, runs, p.warmup))
-            raw[cell.label] = {k: v if isinstance(v, str) else v.summary()
-                               for k, v in runs.items()}
+            raw[cell.label] = _raw(runs)
         if loaded_cell is not None:
             label = f"{loaded_cell.label}, another process busy on one core"
             if loaded_cell not in urls:
@@ -567,8 +573,7 @@ def _proxied_cells(
                 judge_cell(result, loaded_cell, runs, p.warmup, label=label)
                 grid.append(grid_line(loaded_cell, runs, p.warmup,
                                       label=f"{loaded_cell.gateway.label}, 1 core busy"))
-                raw[label] = {k: v if isinstance(v, str) else v.summary()
-                              for k, v in runs.items()}
+                raw[label] = _raw(runs)
     return raw
 
 
@@ -601,7 +606,7 @@ def _fake_cells(result: SectionResult, cells: Sequence[Cell], p: Plan, auto_na: 
                             flip=bool(i % 2), auto_na=auto_na)
         judge_cell(result, cell, runs, p.warmup)
         grid.append(grid_line(cell, runs, p.warmup))
-        raw[cell.label] = {k: v if isinstance(v, str) else v.summary() for k, v in runs.items()}
+        raw[cell.label] = _raw(runs)
     return raw
 
 

@@ -215,7 +215,7 @@ def await_listening(proc: subprocess.Popen[str], stdout: Any) -> list[str] | Non
             if sel.select(timeout=0.2):
                 line = stdout.readline()
                 if line.startswith("listening on "):
-                    return line.split()[2:]
+                    return [str(url) for url in line.split()[2:]]
                 if not line:
                     return None
     return None
