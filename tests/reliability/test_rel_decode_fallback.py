@@ -559,7 +559,8 @@ async def test_probe_figures_for_the_docs(tmp_path: Path) -> None:
         [batch] = await batches_of(client, wanted)
     assert (len(api.log), len(batch.videos), len(batch.failed)) == (1, 10, 0)
     print(f"\nissue probe: requests={len(api.log)} credits=1 kept={len(batch.videos)} "
-          f"failed={len(batch.failed)} retries={client.stats.retries}")
+          f"failed={len(batch.failed)} retries={client.stats.retries} "
+          f"coerced={sum(client.stats.coerced_values.values())}")
 
     many = ids(2000, 1000)
 
