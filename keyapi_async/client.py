@@ -86,12 +86,12 @@ class DetailBatch:
     ids: tuple[str, ...]
     videos: list[VideoDetail] = field(default_factory=list)
     missing: tuple[str, ...] = ()
-    failed: dict[str, str] = field(default_factory=dict)
     error: KeyAPIError | None = None
     sent: bool = True
     attempts: int = 0
     rate_limited: int = 0
     request_id: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -385,8 +385,8 @@ class KeyAPIClient:
         if missing:
             logger.debug("ids unknown to the API (request id %s): %s", request_id, missing)
         return DetailBatch(
-            tuple(ids), videos, missing, failed, attempts=request.attempts,
-            rate_limited=request.rate_limited, request_id=request_id,
+            tuple(ids), videos, missing, attempts=request.attempts,
+            rate_limited=request.rate_limited, request_id=request_id, failed=failed,
         )
 
     def iter_detail_batches(
@@ -479,7 +479,9 @@ class KeyAPIClient:
             RANKING_PATH, query.params(page_num, page_size), RANKING_DECODER, request
         )
         failed = {f.position: f.reason for f in decoded.failed}
-        return RankingPage(page_num, decoded.records, decoded.request_id, request.attempts, failed)
+        return RankingPage(
+            page_num, decoded.records, decoded.request_id, request.attempts, failed=failed
+        )
 
     async def video_ranking(
         self,
