@@ -11,7 +11,7 @@ come back the same, so it is never retried for its content; this module reads wh
 2. the envelope is decoded with ``data`` as raw records, then each record on its own by the
    typed decoder (good records cost one small C call each);
 3. a record that decoder refuses is decoded untyped, and every field that does not fit is
-   read leniently (:class:`RecordSalvager`; the rules are in :mod:`keyapi_async.models`);
+   read leniently (:class:`RecordSalvager`; the rules are listed in :mod:`keyapi_async.models`);
    a value with no sensible reading becomes ``None``. Each value read this way is counted
    per ``Model.field`` in a :class:`RepairLog`, which logs the first one of each field;
 4. a record that cannot be decoded at all (not a JSON object, or a detail record whose
