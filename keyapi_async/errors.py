@@ -15,6 +15,7 @@ __all__ = [
     "DecodeError",
     "InvalidParameterError",
     "KeyAPIError",
+    "MalformedAnswerError",
     "QuotaExceededError",
     "RateLimitError",
     "RateLimiterUnavailableError",
@@ -171,6 +172,18 @@ class DecodeError(KeyAPIError):
 
     retryable = True
     hint = "the answer was not the documented JSON; retried, report the request id if it persists"
+
+
+class MalformedAnswerError(DecodeError):
+    """A complete answer with code 0 whose ``data`` is not a list of records. Not retried.
+
+    The answer was paid for and the same one would come back, so retrying only spends
+    credits. (Single records that cannot be decoded do not raise: they are reported per id,
+    see :attr:`DetailBatch.failed`.)
+    """
+
+    retryable = False
+    hint = "the API answered in a shape this SDK does not know; report the request id"
 
 
 def error_for_code(
