@@ -1,9 +1,11 @@
 """Turning an HTTP answer (status + body bytes) into records or a typed error.
 
 Each endpoint has one module-level ``msgspec.json.Decoder`` typed to its envelope
-``{code, message, data, requestId}``; a body is decoded exactly once on the fast path.
+``{code, message, data, requestId}``; a body is decoded exactly once on the fast path, then
+its records are finished by one page pass (:data:`keyapi_async.models.FINISHERS`).
 
-Only when that decode fails does anything else run, and what depends on the body:
+Only when that decode fails (or the page pass refuses a nested JSON text) does anything
+else run, and what depends on the body:
 
 * not complete JSON (truncated or garbled in transit): :class:`DecodeError`, retried;
 * complete, with a non-zero code: the typed error of that code;
@@ -26,7 +28,7 @@ from typing import Any, Generic, TypeVar, get_args
 import msgspec
 
 from .errors import DecodeError, KeyAPIError, MalformedAnswerError, error_for_code
-from .models import RankedVideo, VideoDetail
+from .models import FINISHERS, RankedVideo, VideoDetail
 from .salvage import SALVAGERS, RecordFailure, RepairLog, escape_control_chars, repair_text
 
 __all__ = [
@@ -185,7 +187,14 @@ def decode_response(
         except _UNDECODABLE as exc:
             return _fallback(decoder, status, body, retry_after, repairs or _PROCESS_REPAIRS, exc)
         if env.code == 0:
-            return Decoded(env.data or [], env.requestId)
+            records = env.data or []
+            try:
+                _finish(decoder, records)
+            except ValueError as exc:  # a nested text the typed rules cannot read
+                return _fallback(
+                    decoder, status, body, retry_after, repairs or _PROCESS_REPAIRS, exc
+                )
+            return Decoded(records, env.requestId)
         raise error_for_code(
             env.code,
             env.message or "",
@@ -194,6 +203,13 @@ def decode_response(
             retry_after=retry_after,
         )
     raise _error_from_body(status, body, retry_after, None)
+
+
+def _finish(decoder: msgspec.json.Decoder[Envelope[T]], records: list[T]) -> None:
+    """The page pass of the decoder's record type (models.FINISHERS); ValueError if refused."""
+    finish = FINISHERS.get(_record_type(decoder))
+    if finish is not None:
+        finish(records)
 
 
 def _fallback(
@@ -216,7 +232,9 @@ def _fallback(
         # Broken text is the commonest cause: once repaired, the fast decoder may take it.
         try:
             env = decoder.decode(fixed)
-        except _UNDECODABLE:
+            if env.code == 0:
+                _finish(decoder, env.data or [])
+        except (*_UNDECODABLE, ValueError):
             pass
         else:
             if env.code != 0:

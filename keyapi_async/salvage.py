@@ -33,7 +33,14 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from .models import ProductCategory, RankedVideo, VideoDetail
+from .models import (
+    FINISHERS,
+    ProductCategory,
+    RankedVideo,
+    VideoDetail,
+    finish_categories,
+    finish_product_ids,
+)
 
 __all__ = [
     "RecordFailure",
@@ -311,7 +318,8 @@ class _Field(NamedTuple):
     name: str
     #: the wire type, as the typed decoder accepts it (lax mode)
     wire: Any
-    #: the model's own normalization after decoding (raises on what it refuses), or None
+    #: the page pass's rule for one value of the field, given the value as the wire type
+    #: decoded it (raises ValueError on what it refuses), or None
     check: Callable[[Any], object] | None
     #: the lenient reading of a value the two above refused; raises _Unreadable
     read: Callable[[Any], object]
@@ -320,9 +328,9 @@ class _Field(NamedTuple):
 def _field(cls: type[msgspec.Struct], info: msgspec.structs.FieldInfo) -> _Field:
     name, wire = info.name, info.type
     if name == "product_category_list":
-        return _Field(name, wire, _check(cls, name), _read_categories)
+        return _Field(name, wire, finish_categories, _read_categories)
     if name == "video_products":
-        return _Field(name, wire, _check(cls, name), _read_products)
+        return _Field(name, wire, finish_product_ids, _read_products)
     if wire == (int | None):
         pixels = name in _PIXEL_FIELDS
         return _Field(name, wire, None, lambda v: _read_int(v, pixels))
@@ -332,15 +340,6 @@ def _field(cls: type[msgspec.Struct], info: msgspec.structs.FieldInfo) -> _Field
         return _Field(name, wire, None, _read_time)
     is_id = name in _ID_FIELDS
     return _Field(name, wire, None, lambda v: _read_text(v, is_id))
-
-
-def _check(cls: type[msgspec.Struct], name: str) -> Callable[[Any], object]:
-    # The model finishes these fields in __post_init__: building a record with just that
-    # field runs exactly the fast path's normalization.
-    def check(value: object) -> object:
-        return msgspec.convert({name: value}, cls, strict=False)
-
-    return check
 
 
 class RecordFailure(NamedTuple):
@@ -366,6 +365,7 @@ class RecordSalvager(Generic[S]):
         self.name = cls.__name__
         self.id_required = id_required
         self.decoder = msgspec.json.Decoder(cls, strict=False)
+        self.finish = FINISHERS.get(cls, _nothing_to_finish)
         self.fields = {f.name: _field(cls, f) for f in msgspec.structs.fields(cls)}
 
     def read(
@@ -374,18 +374,39 @@ class RecordSalvager(Generic[S]):
         """The records that could be read (lenient where needed), and the failures."""
         records: list[S] = []
         failures: list[RecordFailure] = []
-        for position, raw in enumerate(raws):
-            try:
-                records.append(self.decoder.decode(raw))
+        typed = [self._typed(raw) for raw in raws]
+        good = [record for record in typed if record is not None]
+        try:
+            self.finish(good)  # the fast path's page pass, over the records that decoded
+        except ValueError:
+            # Some nested text the typed rules refuse: find which records, one by one (the
+            # pass changed nothing before raising, and a finished record is left as it is).
+            for position, record in enumerate(typed):
+                if record is not None and not self._finishes(record):
+                    typed[position] = None
+        for position, (raw, record) in enumerate(zip(raws, typed, strict=True)):
+            if record is not None:
+                records.append(record)
                 continue
-            except _UNDECODABLE:
-                pass
             outcome = self._lenient(position, raw, repairs, request_id)
             if isinstance(outcome, RecordFailure):
                 failures.append(outcome)
             else:
                 records.append(outcome)
         return records, failures
+
+    def _typed(self, raw: msgspec.Raw) -> S | None:
+        try:
+            return self.decoder.decode(raw)
+        except _UNDECODABLE:
+            return None
+
+    def _finishes(self, record: S) -> bool:
+        try:
+            self.finish([record])
+        except ValueError:
+            return False
+        return True
 
     def _lenient(
         self, position: int, raw: msgspec.Raw, repairs: RepairLog, request_id: str | None
@@ -406,9 +427,9 @@ class RecordSalvager(Generic[S]):
                 continue
             item = value[name]
             try:
-                msgspec.convert(item, field.wire, strict=False)
+                wired = msgspec.convert(item, field.wire, strict=False)
                 if field.check is not None:
-                    field.check(item)
+                    field.check(wired)
                 fixed[name] = item
                 continue
             except (msgspec.ValidationError, ValueError):
@@ -426,13 +447,19 @@ class RecordSalvager(Generic[S]):
             fixed[name] = result
             repairs.note(f"{self.name}.{name}", _describe(item, result), request_id)
         try:
-            return msgspec.convert(fixed, self.cls, strict=False)
+            record = msgspec.convert(fixed, self.cls, strict=False)
+            self.finish([record])
+            return record
         except (msgspec.ValidationError, ValueError) as exc:  # a safety net: not expected
             vid = fixed.get("video_id")
             return RecordFailure(
                 position, vid if isinstance(vid, str) else None,
                 f"record {position} cannot be decoded ({type(exc).__name__})",
             )
+
+
+def _nothing_to_finish(records: list[Any]) -> None:
+    pass
 
 
 def _describe(raw: object, result: object) -> str:
