@@ -6,8 +6,11 @@ Every request takes the same path, each stage in the module named after it::
       -> retrying( concurrency slot -> limiting permit -> transport -> decoding )
 
 A permit is taken just before the request goes on the wire, and every retry takes a new
-one, so the rate limiter sees every start. A 401 or 402 ends the whole call: requests
-already on the wire finish (their answers are paid for), no new one starts.
+one, so the rate limiter sees every start. A 429 without Retry-After is a congestion
+signal, not a failure: the limiter slows down and the request waits for a fresh permit,
+for up to ``rate_limit_patience`` seconds without any success. A 401 or 402 (or patience
+running out) ends the whole call: requests already on the wire finish (their answers are
+paid for), no new one starts.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
 from backoff.types import Details
 
+from .adaptive import Patience
 from .batching import IdSource, id_batches, list_batches, unique_ids
 from .concurrency import InFlightLimit
 from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
@@ -40,6 +44,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_QPS",
+    "DEFAULT_RATE_LIMIT_PATIENCE",
     "DEFAULT_TIMEOUT",
     "ClientStats",
     "DetailBatch",
@@ -57,6 +62,8 @@ DEFAULT_QPS: Final = 5.0
 DEFAULT_MAX_RETRIES: Final = 4
 #: Seconds for one attempt, connect to last byte.
 DEFAULT_TIMEOUT: Final = 30.0
+#: Seconds of nothing but 429s (no success) after which a call gives up.
+DEFAULT_RATE_LIMIT_PATIENCE: Final = 120.0
 
 DETAIL_PATH: Final = "/v1/tiktok/video/detail/analytics"
 RANKING_PATH: Final = "/v1/tiktok/video/ranking/analytics"
@@ -136,12 +143,18 @@ def _halt(requests: dict[asyncio.Task[T], _Request]) -> None:
 
 @dataclass
 class ClientStats:
-    """Counters over the client's life: attempts sent, retries, 429s, errors by type."""
+    """Counters over the client's life: attempts sent, retries, 429s, errors by type.
+
+    ``retries`` counts backoff retries (5xx, network errors, 429 with Retry-After);
+    a 429 without Retry-After is counted in ``rate_limited`` only. ``learned_qps`` is the
+    pacing rate at the last 429 (where the server started refusing), None before one.
+    """
 
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    learned_qps: float | None = None
 
 
 class KeyAPIClient:
@@ -154,14 +167,20 @@ class KeyAPIClient:
     Args:
         api_key: Bearer key; never logged, shown or stored outside the Authorization header.
         base_url: API root, ``https://api.keyapi.ai`` by default.
-        qps: Hard budget of request starts per second, retries included (default 5).
-        max_concurrency: Cap on requests in flight; None derives it from qps and latency.
+        qps: Hard budget of request starts per second, retries included (default 5); a
+            429 lowers the pacing rate below it for a while. ``"auto"`` discovers the
+            key's limit: slow start from 5, then it settles just below the first 429s.
+        max_qps: The ceiling of ``qps="auto"`` (default 1000).
+        max_concurrency: Cap on requests in flight; None derives it from the current
+            rate and latency.
         max_retries: Retries after the first attempt for retryable errors; None takes
             ``retry_policy``'s count (default 4).
         timeout: Seconds per attempt (default 30).
         rate_limiter: Another :class:`RateLimiter` (one shared across processes, say);
             when given, ``qps`` is taken from it.
         retry_policy: Backoff details; an explicit ``max_retries`` overrides its count.
+        rate_limit_patience: Seconds of 429s without a single success after which the
+            call gives up with a fatal :class:`RateLimitError` (default 120).
     """
 
     def __init__(
@@ -169,12 +188,14 @@ class KeyAPIClient:
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        qps: float = DEFAULT_QPS,
+        qps: float | Literal["auto"] = DEFAULT_QPS,
+        max_qps: float | None = None,
         max_concurrency: int | None = None,
         max_retries: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         rate_limiter: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
+        rate_limit_patience: float = DEFAULT_RATE_LIMIT_PATIENCE,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("KEYAPI_API_KEY")
         if not key or not key.strip():
@@ -189,8 +210,9 @@ class KeyAPIClient:
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ConfigurationError(f"timeout must be a positive number, got {timeout!r}")
         try:
-            self._limiter: RateLimiter = rate_limiter or LocalRateLimiter(qps)
-            self._inflight = InFlightLimit(self._limiter.qps, max_concurrency)
+            self._limiter: RateLimiter = rate_limiter or LocalRateLimiter(qps, max_qps=max_qps)
+            self._inflight = InFlightLimit(lambda: self._limiter.qps, max_concurrency)
+            self._patience = Patience(rate_limit_patience)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
         url = base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL
@@ -204,6 +226,8 @@ class KeyAPIClient:
         self._retry = self.retry_policy.wrap(self._retry_attempt, self._before_retry)
         self.timeout = float(timeout)
         self.stats = ClientStats()
+        # Optional in the RateLimiter protocol: a limiter without it just does not adapt.
+        self._on_throttle = getattr(self._limiter, "on_throttle", None)
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -215,8 +239,20 @@ class KeyAPIClient:
 
     @property
     def qps(self) -> float:
-        """The rate limiter's budget in request starts per second."""
+        """The current pacing rate in request starts per second (it adapts to 429s)."""
         return self._limiter.qps
+
+    @property
+    def rate_limit_patience(self) -> float:
+        """Seconds of nothing but 429s after which a call gives up."""
+        return self._patience.seconds
+
+    async def _seed_rate(self, learned_qps: float) -> None:
+        """Start a ``qps="auto"`` rate from the limit an earlier run learned (a resumed
+        crawl); no effect on a fixed qps or once this client has met a 429."""
+        seed = getattr(self._limiter, "seed", None)
+        if seed is not None:
+            await seed(learned_qps)
 
     @property
     def max_concurrency(self) -> int:
@@ -252,7 +288,7 @@ class KeyAPIClient:
         if not hasattr(self, "_transport"):  # __init__ refused its arguments
             return "KeyAPIClient(<not configured>)"
         return (
-            f"KeyAPIClient(base_url={self.base_url!r}, qps={self.qps:g}, "
+            f"KeyAPIClient(base_url={self.base_url!r}, qps={self.qps:.4g}, "
             f"max_concurrency={self._inflight.limit}, api_key='***')"
         )
 
@@ -262,42 +298,87 @@ class KeyAPIClient:
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
     ) -> tuple[list[T], str | None]:
-        """One attempt: slot, permit, send, decode (retries: see :meth:`_request`)."""
+        """One attempt: slot, permit, send, decode (retries: see :meth:`_request`).
+
+        A 429 without Retry-After goes back for a fresh permit here (see
+        :meth:`_congested`): it is not a failure, so the retry loop never sees it.
+        """
         if self._closed:
             raise ConfigurationError("the client is closed; create a new KeyAPIClient")
         loop = asyncio.get_running_loop()
-        await self._inflight.acquire()
-        started: float | None = None
-        try:
-            await self._limiter.acquire()
-            if request.scope.halted:
-                raise _Aborted
-            started = loop.time()
-            request.attempts += 1
-            self.stats.requests += 1
-            request.on_wire = True
-            response = await self._transport.get(path, params)
-        finally:
-            request.on_wire = False
-            self._inflight.release(None if started is None else loop.time() - started)
-        try:
-            return decode_response(
-                decoder, response.status, response.body, retry_after=response.retry_after
-            )
-        except KeyAPIError as exc:
-            name = type(exc).__name__
-            self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
-            if isinstance(exc, RateLimitError):
-                request.rate_limited += 1
-                self.stats.rate_limited += 1
-            raise
+        while True:
+            await self._inflight.acquire()
+            latency: float | None = None
+            try:
+                await self._limiter.acquire()
+                if request.scope.halted:
+                    raise _Aborted
+                started = loop.time()
+                request.attempts += 1
+                self.stats.requests += 1
+                request.on_wire = True
+                response = await self._transport.get(path, params)
+                request.on_wire = False
+                latency = loop.time() - started
+                try:
+                    result = decode_response(
+                        decoder, response.status, response.body, retry_after=response.retry_after
+                    )
+                except KeyAPIError as exc:
+                    name = type(exc).__name__
+                    self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+                    if not isinstance(exc, RateLimitError):
+                        raise
+                    request.rate_limited += 1
+                    self.stats.rate_limited += 1
+                    # A near-instant refusal says nothing about how long answers take.
+                    latency = None
+                    if exc.retry_after is not None:
+                        raise  # the retry loop waits exactly that long
+                    throttled = exc
+                else:
+                    self._patience.success()
+                    return result
+            finally:
+                request.on_wire = False
+                self._inflight.release(latency)
+            await self._congested(throttled, started, request)
+
+    async def _congested(self, exc: RateLimitError, started: float, request: _Request) -> None:
+        """A 429 without Retry-After: tell the limiter (it slows down, once per congestion
+        event), then let the request queue for a fresh permit, unless the call is halted
+        or nothing has succeeded for ``rate_limit_patience`` seconds (a fatal error)."""
+        if self._on_throttle is not None:
+            await self._on_throttle(started)
+            self.stats.learned_qps = getattr(self._limiter, "learned_qps", None)
+        if request.scope.halted:
+            raise _Aborted
+        if self._patience.throttled(asyncio.get_running_loop().time()):
+            raise self._patience_error(exc) from exc
+        logger.debug("429 without Retry-After: pacing at %.2f qps now", self._limiter.qps)
+
+    def _patience_error(self, last: RateLimitError) -> RateLimitError:
+        seconds = self._patience.seconds
+        error = RateLimitError(
+            f"gave up after {seconds:g} s of 429 answers without a single success "
+            f"(rate_limit_patience={seconds:g})",
+            status=last.status, code=last.code, request_id=last.request_id,
+        )
+        # Fatal like a 401: waiting longer is the user's call, not the retry loop's.
+        error.fatal, error.retryable = True, False
+        error.hint = (
+            "the key's limit is taken by another client, or the API refuses it; resume "
+            "later, or raise rate_limit_patience= to wait longer"
+        )
+        return error
 
     async def _before_retry(self, details: Details) -> None:
         exc = details.get("exception")
         wait = float(details.get("wait", 0.0))
         self.stats.retries += 1
         if isinstance(exc, RateLimitError):
-            # One task's 429 slows every task: the key's budget is shared.
+            # A 429 with Retry-After (one without never gets here): the server said how
+            # long the key's budget is closed, to every task, so no task starts meanwhile.
             await self._limiter.penalize(wait)
         logger.info(
             "retrying %s in %.2fs after %s (attempt %d of %d)",
