@@ -83,23 +83,26 @@ def _now() -> float:
 class LocalRateLimiter:
     """Paces request starts: a minimum gap between permits, at an adaptive rate.
 
-    Guarantee, on the event loop's clock: two consecutive permits are at least ``1 / r``
-    seconds apart, where ``r <= qps`` is the pacing rate when the second is granted; so
-    any one-second window, sliding or fixed, holds at most ``qps`` starts (``ceil(qps)``
-    for a fractional qps), and a strict gateway such as nginx ``limit_req`` without
-    ``burst`` (one request per ``1 / qps``) never sees two starts too close. There is no
-    burst at start-up or after a pause; permits are granted in FIFO order.
+    Guarantee, on the event loop's clock: two consecutive permits are never closer than
+    ``1 / qps`` seconds (``qps`` the ceiling: the configured number, or ``max_qps`` for
+    ``"auto"``); so any one-second window, sliding or fixed, holds at most ``qps``
+    starts (``ceil(qps)`` for a fractional qps), and a strict gateway such as nginx
+    ``limit_req`` without ``burst`` (one request per ``1 / qps``) never sees two starts
+    too close. There is no burst at start-up or after a pause; permits are granted in
+    FIFO order.
 
-    On average permits come ``interval = 1 / (r * (1 - headroom))`` apart: the schedule
-    is GCRA with that interval and a tolerance of ``headroom * interval``, so a late
-    wake-up of the loop is made up for, but only down to the minimum gap. The headroom
-    (2 % by default) absorbs the jitter between our start times and the server's.
+    The pacing rate ``r`` comes from an :class:`~keyapi_async.adaptive.AdaptiveRate`:
+    with a number it is that number until a 429 (:meth:`on_throttle`) lowers it, after
+    which it grows back, never above it; with ``"auto"`` it starts at 5 and doubles every
+    second of use until the first 429, then settles below the limit the server enforces,
+    up to ``max_qps``. :meth:`penalize` pauses every permit (Retry-After).
 
-    The rate ``r`` comes from an :class:`~keyapi_async.adaptive.AdaptiveRate`: with a
-    number it is that number until a 429 (:meth:`on_throttle`) lowers it, after which it
-    grows back, never above it; with ``"auto"`` it starts at 5 and doubles every second
-    of use until the first 429, then settles below the limit the server enforces, up to
-    ``max_qps``. :meth:`penalize` pauses every permit (Retry-After).
+    The schedule is GCRA: permits ``interval = 1 / (r * (1 - headroom))`` apart on
+    average, the ``headroom`` (2 %) absorbing the jitter between our start times and the
+    server's. A late wake-up of the loop is made up for, but a permit never comes sooner
+    than ``1 / peak`` after the previous one, ``peak`` being the highest rate the server
+    took: at the ceiling ``r`` itself (so the catch-up is the headroom only); below it,
+    after a 429, the rate at the 429 (``w_max``); in slow start, ``r``.
     """
 
     def __init__(
@@ -145,11 +148,13 @@ class LocalRateLimiter:
     def _next_slot(self, now: float) -> float:
         if self._slot is None:
             return self._resume_at
-        rate = self.control.rate(now)
-        interval = 1.0 / (rate * (1.0 - self.headroom))
-        # GCRA: one interval after the last slot, yet never sooner than 1/rate after the
-        # last grant (a late grant is made up for within the headroom only).
-        return max(self._slot + interval, self._granted + 1.0 / rate, self._resume_at)
+        control = self.control
+        interval = 1.0 / (control.rate(now) * (1.0 - self.headroom))
+        # GCRA: one interval after the last slot, so a late grant is made up for, yet
+        # never sooner than 1/peak after the last grant: at the ceiling, within the
+        # headroom only; below it (after a 429), down to what the server took before.
+        return max(self._slot + interval, self._granted + 1.0 / control.peak(now),
+                   self._resume_at)
 
     async def acquire(self) -> None:
         """Wait for the next slot (FIFO), honouring any pause and the current rate."""
@@ -166,7 +171,7 @@ class LocalRateLimiter:
                 await asyncio.sleep(slot - now)
                 now = loop.time()
                 slot = self._next_slot(now)
-            self._slot = max(slot, self._resume_at)
+            self._slot = slot
             self._granted = now
 
     async def penalize(self, seconds: float) -> None:

@@ -55,7 +55,8 @@ STATE_RETENTION: Final = 3600.0
 #   dec    - when the last decrease happened (absent before the first)
 #   wmax   - the rate at the last decrease (the learned limit)
 # ARGV[1] is the mode, ARGV[2..9] the rate's parameters (ceiling, floor, start (0 for a
-# fixed qps), headroom, beta, scale, doubling, retention_us: the same for every worker):
+# fixed qps), headroom, beta, scale, doubling, retention_us: the same for every worker),
+# then:
 #   reserve                                -> {slot_us, delay_us, rate, learned}: the slot
 #                                             taken, how long the caller sleeps until it
 #   confirm  ARGV[10]=slot_us ARGV[11]=reserved_at_us

@@ -29,6 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--count-rejected", action="store_true", help="rejected requests count against the limit"
     )
     parser.add_argument(
+        "--burst", type=int, default=0,
+        help="--qps-mode gcra: requests accepted ahead of the rate (nginx limit_req burst)",
+    )
+    parser.add_argument(
+        "--arrival-jitter", type=float, default=0.0, metavar="SECONDS",
+        help="random delay, uniform in [0, SECONDS], before the limiter sees a request",
+    )
+    parser.add_argument(
         "--retry-after", type=float, default=None, help="Retry-After seconds on 429 answers"
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
@@ -81,9 +89,11 @@ def server_from_args(args: argparse.Namespace) -> FakeKeyAPI:
         qps=args.qps,
         qps_mode=args.qps_mode,
         count_rejected=args.count_rejected,
+        burst=args.burst,
         retry_after=args.retry_after,
         latency=args.latency,
         jitter=args.jitter,
+        arrival_jitter=args.arrival_jitter,
         seed=args.seed,
         known_ratio=args.known_ratio,
         ranking_length=args.ranking_length,
