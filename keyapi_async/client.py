@@ -251,8 +251,8 @@ class KeyAPIClient:
         """Start a ``qps="auto"`` rate from the limit an earlier run learned (a resumed
         crawl); no effect on a fixed qps or once this client has met a 429."""
         seed = getattr(self._limiter, "seed", None)
-        if seed is not None:
-            await seed(learned_qps)
+        if seed is not None and await seed(learned_qps):
+            self.stats.learned_qps = getattr(self._limiter, "learned_qps", None)
 
     @property
     def max_concurrency(self) -> int:

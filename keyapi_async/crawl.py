@@ -94,7 +94,8 @@ ProgressCallback = Callable[[CrawlReport], None]
 
 
 class _ClientCounters:
-    """The client's counters at the start, so the report can show this crawl's share."""
+    """The client's counters at the start, so the report can show this crawl's share;
+    and the learned rate, carried from one run of a crawl to the next in its state."""
 
     def __init__(self, client: KeyAPIClient) -> None:
         self.client = client
@@ -106,6 +107,17 @@ class _ClientCounters:
         report.requests = stats.requests - self.start[0]
         report.retries = stats.retries - self.start[1]
         report.rate_limited = stats.rate_limited - self.start[2]
+
+    async def resume_rate(self, outputs: _Outputs) -> None:
+        """Start a ``qps="auto"`` client from the rate the previous run learned."""
+        previous = outputs.previous
+        if previous is not None and previous.learned_qps:
+            outputs.state.learned_qps = previous.learned_qps
+            await self.client._seed_rate(previous.learned_qps)
+
+    def keep_rate(self, outputs: _Outputs) -> None:
+        if self.client.stats.learned_qps is not None:
+            outputs.state.learned_qps = self.client.stats.learned_qps
 
 
 class _Stopper:
@@ -354,6 +366,7 @@ async def crawl_video_details(
     outputs = _Outputs(sink, "videos", {"format": type(sink).__name__})
     stored, missing = outputs.open(resume)
     report.output = outputs.output
+    await counters.resume_rate(outputs)
     done = CompactIdSet(i for i in stored if i is not None)
     done.update(missing)
     del stored, missing
@@ -410,6 +423,7 @@ async def crawl_video_details(
         raise
     finally:
         counters.update(report)
+        counters.keep_rate(outputs)
         report.elapsed = time.monotonic() - started
         await outputs.close(report, status)
     error = fatal or feed.error
@@ -483,6 +497,7 @@ async def crawl_video_ranking(
     outputs = _Outputs(sink, "ranking", params)
     stored, _ = outputs.open(resume)
     report.output = outputs.output
+    await counters.resume_rate(outputs)
     # Pages are written whole and in order: the records stored say which pages are done.
     pages_done, partial = divmod(len(stored), page_size)
     report.skipped_resumed = report.requested = len(stored)
@@ -540,6 +555,7 @@ async def crawl_video_ranking(
         raise
     finally:
         counters.update(report)
+        counters.keep_rate(outputs)
         report.elapsed = time.monotonic() - started
         await outputs.close(report, status)
     if error is not None:

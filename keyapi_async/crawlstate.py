@@ -39,6 +39,8 @@ class CrawlState(msgspec.Struct, kw_only=True):
     #: ranking crawls: pages of the list stored in the output
     pages_done: int = 0
     summary: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: the pacing rate at the last 429 (qps="auto" resumes from it), if one was seen
+    learned_qps: float | None = None
 
 
 _STATE_DECODER = msgspec.json.Decoder(CrawlState)
