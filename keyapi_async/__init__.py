@@ -13,10 +13,12 @@ See README.md and docs/ for the guide.
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .adaptive import AdaptiveRate
 from .client import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
     DEFAULT_QPS,
+    DEFAULT_RATE_LIMIT_PATIENCE,
     DEFAULT_TIMEOUT,
     ClientStats,
     DetailBatch,
@@ -49,8 +51,10 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_QPS",
+    "DEFAULT_RATE_LIMIT_PATIENCE",
     "DEFAULT_TIMEOUT",
     "APIConnectionError",
+    "AdaptiveRate",
     "AuthenticationError",
     "BadRequestError",
     "ClientStats",

@@ -94,6 +94,16 @@ examples:
   keyapi-async mock-server --fault http_5xx=0.05 --fault reset=0.01 --credits 1000"""
 
 
+def _qps(text: str) -> float | str:
+    """``--qps``: a number, or ``auto`` to discover the key's limit."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+
+
 def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument("--base-url", help="API root (default: KEYAPI_BASE_URL or production)")
@@ -107,8 +117,13 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
         help="start the embedded fake KeyAPI server and crawl against it (no key needed)",
     )
     group.add_argument(
-        "--qps", type=float, default=default_qps,
-        help=f"request starts per second, retries included (default {default_qps:g})",
+        "--qps", type=_qps, default=default_qps,
+        help=f"request starts per second, retries included (default {default_qps:g}); "
+        "'auto' discovers the key's limit from its 429s",
+    )
+    group.add_argument(
+        "--max-qps", type=float, metavar="QPS",
+        help="with --qps auto: never faster than this (default 1000)",
     )
     group.add_argument("--max-concurrency", type=int, help="cap on requests in flight")
     group.add_argument(
@@ -251,7 +266,7 @@ def _exit_code(report: CrawlReport) -> int:
 async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator[KeyAPIClient]:
     """A client for the real API, or for an embedded fake server with ``--mock``."""
     options: dict[str, Any] = {
-        "qps": args.qps, "max_concurrency": args.max_concurrency,
+        "qps": args.qps, "max_qps": args.max_qps, "max_concurrency": args.max_concurrency,
         "max_retries": args.max_retries, "timeout": args.timeout,
     }
     mock = getattr(args, "mock", False)
@@ -261,14 +276,16 @@ async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator
 
             key = "mock" if mock else args.api_key or os.environ.get("KEYAPI_API_KEY") or ""
             options["rate_limiter"] = await stack.enter_async_context(RedisRateLimiter(
-                args.redis_url, name=args.redis_name or budget_name(key), qps=args.qps))
+                args.redis_url, name=args.redis_name or budget_name(key), qps=args.qps,
+                max_qps=args.max_qps))
         if not mock:
             async with KeyAPIClient(args.api_key, base_url=args.base_url, **options) as client:
                 yield client
             return
         from .testing import DEFAULT_API_KEY, FakeKeyAPI
 
-        server_options.setdefault("qps", args.qps)
+        # With --qps auto the embedded server enforces a limit for the client to find.
+        server_options.setdefault("qps", 20.0 if args.qps == "auto" else args.qps)
         server_options.setdefault("latency", 0.05)
         server_options.setdefault("jitter", 0.03)
         async with FakeKeyAPI(**server_options) as server:

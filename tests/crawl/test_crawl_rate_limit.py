@@ -70,3 +70,21 @@ async def test_a_resumed_auto_crawl_starts_from_the_learned_rate(
         # learned; one more cut at most before the first batch is back).
         assert rates[0] >= 0.8 * 0.8 * learned > 6
         assert json.loads(state.read_text())["learned_qps"] is not None
+
+
+def test_cli_qps_auto_with_mock_and_bad_settings(tmp_path: Path, helpers: Any) -> None:
+    from keyapi_async.cli import main
+
+    ids = FakeKeyAPI().make_ids(200)
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    out = tmp_path / "o.jsonl"
+    code = main(["videos", str(tmp_path / "ids.txt"), "-o", str(out), "--mock", "--qps", "auto",
+                 "--max-qps", "40"])
+    assert code == 0
+    assert len(helpers.jsonl_ids(out)) == sum(FakeKeyAPI().is_known(i) for i in ids)
+    # A ceiling without auto is a configuration error, before any request.
+    done = helpers.cli("videos", str(tmp_path / "ids.txt"), "-o", str(tmp_path / "x.jsonl"),
+                       "--base-url", "http://127.0.0.1:9", "--qps", "10", "--max-qps", "20")
+    assert done.returncode != 0 and "max_qps" in done.stderr
+    done = helpers.cli("videos", "-", "-o", str(tmp_path / "y.jsonl"), "--qps", "fast")
+    assert done.returncode == 2 and "'auto'" in done.stderr
