@@ -117,8 +117,11 @@ class QuotaExceededError(KeyAPIError):
 class RateLimitError(KeyAPIError):
     """HTTP/code 429: the key's QPS limit was exceeded.
 
-    Retried with backoff. Raised when retries run out, or at once when the server's
-    ``Retry-After`` (in ``retry_after``, seconds) is longer than the client will wait.
+    Without Retry-After it is a congestion signal: the client slows down and tries again,
+    and raises this (``fatal``) only after ``rate_limit_patience`` seconds without any
+    success. With Retry-After it is retried after exactly that wait, and raised when
+    retries run out, or at once when the wait (``retry_after``, seconds) is longer than
+    the client will wait.
     """
 
     retryable = True
