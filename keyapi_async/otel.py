@@ -119,20 +119,17 @@ class OpenTelemetryHook:
     def _attempt(self, event: AttemptFinished) -> None:
         trace = self._trace
         address, port = _server(event.url.partition("?")[0])
-        metric: dict[str, Any] = {
-            **self._attributes,
+        common: dict[str, Any] = {
             "http.request.method": event.method,
             "server.address": address,
             "server.port": port,
             "url.template": event.endpoint,
         }
         if event.status is not None:
-            metric["http.response.status_code"] = event.status
+            common["http.response.status_code"] = event.status
         if event.error is not None:
-            metric["error.type"] = event.error
-        span_attributes: dict[str, Any] = {**metric, "url.full": event.url}
-        for key in self._attributes:
-            del span_attributes[key]
+            common["error.type"] = event.error
+        span_attributes: dict[str, Any] = {**common, "url.full": event.url}
         if event.attempt > 1:
             span_attributes["http.request.resend_count"] = event.attempt - 1
         if event.code is not None:
@@ -152,7 +149,7 @@ class OpenTelemetryHook:
             # No description: messages may quote the server; the type says what failed.
             span.set_status(trace.Status(trace.StatusCode.ERROR))
         span.end(end_time=start + int(event.latency * 1e9))
-        self._duration.record(event.latency, metric)
+        self._duration.record(event.latency, {**self._attributes, **common})
         if event.charged is not False:
             charge = "charged" if event.charged else "unknown"
             self._credits.add(1, {**self._attributes, "url.template": event.endpoint,
