@@ -13,6 +13,7 @@ See README.md and docs/ for the guide.
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .caching import Cache, MemoryCache
 from .client import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -29,6 +30,7 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    CreditBudgetExceededError,
     DecodeError,
     InvalidParameterError,
     KeyAPIError,
@@ -38,8 +40,20 @@ from .errors import (
     RateLimiterUnavailableError,
     ServerError,
 )
+from .events import (
+    AttemptFinished,
+    AttemptStarted,
+    BatchCoalesced,
+    CacheHit,
+    Event,
+    PacingChanged,
+    RateLimited,
+    Retrying,
+)
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import ProductCategory, RankedVideo, RankType, VideoDetail, VideoRankField
+from .otel import OpenTelemetryHook
+from .redis_cache import RedisCache
 from .retrying import RetryPolicy
 from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink
 
@@ -52,21 +66,31 @@ __all__ = [
     "DEFAULT_QPS",
     "DEFAULT_TIMEOUT",
     "APIConnectionError",
+    "AttemptFinished",
+    "AttemptStarted",
     "AuthenticationError",
     "BadRequestError",
+    "BatchCoalesced",
+    "Cache",
+    "CacheHit",
     "ClientStats",
     "ConfigurationError",
     "CrawlReport",
+    "CreditBudgetExceededError",
     "CsvSink",
     "DecodeError",
     "DetailBatch",
+    "Event",
     "InvalidParameterError",
     "JsonlSink",
     "KeyAPIClient",
     "KeyAPIError",
     "LocalRateLimiter",
     "MalformedAnswerError",
+    "MemoryCache",
     "MissingExtraError",
+    "OpenTelemetryHook",
+    "PacingChanged",
     "ParquetSink",
     "ProductCategory",
     "QuotaExceededError",
@@ -74,10 +98,13 @@ __all__ = [
     "RankedVideo",
     "RankingPage",
     "RateLimitError",
+    "RateLimited",
     "RateLimiter",
     "RateLimiterUnavailableError",
+    "RedisCache",
     "RedisRateLimiter",
     "RetryPolicy",
+    "Retrying",
     "ServerError",
     "Sink",
     "VideoDetail",

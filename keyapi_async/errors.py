@@ -12,6 +12,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "CreditBudgetExceededError",
     "DecodeError",
     "InvalidParameterError",
     "KeyAPIError",
@@ -211,3 +212,30 @@ def error_for_code(
     else:
         cls = KeyAPIError
     return cls(message, status=status, code=code, request_id=request_id)
+
+
+class CreditBudgetExceededError(KeyAPIError):
+    """The client's credit budget (``max_credits``) is spent: nothing more will be sent.
+
+    Fatal: the call stops starting requests, and no request ever started that could have
+    taken the total past the budget (retries included). ``max_credits`` is the budget,
+    ``spent`` the credits it counts as used: charged ones, plus those whose answer was lost
+    or damaged and may have been charged. A crawl counts the ids left as not attempted.
+    """
+
+    fatal = True
+    hint = "raise max_credits= (the budget is per client), or resume the crawl with a new budget"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_credits: int | None = None,
+        spent: int | None = None,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.max_credits = max_credits
+        self.spent = spent
