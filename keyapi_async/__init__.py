@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .adaptive import AdaptiveRate
+from .caching import Cache, MemoryCache
 from .client import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -31,16 +32,30 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    CreditBudgetExceededError,
     DecodeError,
     InvalidParameterError,
     KeyAPIError,
+    MalformedAnswerError,
     QuotaExceededError,
     RateLimitError,
     RateLimiterUnavailableError,
     ServerError,
 )
+from .events import (
+    AttemptFinished,
+    AttemptStarted,
+    BatchCoalesced,
+    CacheHit,
+    Event,
+    PacingChanged,
+    RateLimited,
+    Retrying,
+)
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import ProductCategory, RankedVideo, RankType, VideoDetail, VideoRankField
+from .otel import OpenTelemetryHook
+from .redis_cache import RedisCache
 from .retrying import RetryPolicy
 from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink
 
@@ -55,20 +70,31 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "APIConnectionError",
     "AdaptiveRate",
+    "AttemptFinished",
+    "AttemptStarted",
     "AuthenticationError",
     "BadRequestError",
+    "BatchCoalesced",
+    "Cache",
+    "CacheHit",
     "ClientStats",
     "ConfigurationError",
     "CrawlReport",
+    "CreditBudgetExceededError",
     "CsvSink",
     "DecodeError",
     "DetailBatch",
+    "Event",
     "InvalidParameterError",
     "JsonlSink",
     "KeyAPIClient",
     "KeyAPIError",
     "LocalRateLimiter",
+    "MalformedAnswerError",
+    "MemoryCache",
     "MissingExtraError",
+    "OpenTelemetryHook",
+    "PacingChanged",
     "ParquetSink",
     "ProductCategory",
     "QuotaExceededError",
@@ -76,10 +102,13 @@ __all__ = [
     "RankedVideo",
     "RankingPage",
     "RateLimitError",
+    "RateLimited",
     "RateLimiter",
     "RateLimiterUnavailableError",
+    "RedisCache",
     "RedisRateLimiter",
     "RetryPolicy",
+    "Retrying",
     "ServerError",
     "Sink",
     "VideoDetail",

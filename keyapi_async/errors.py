@@ -12,9 +12,11 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "CreditBudgetExceededError",
     "DecodeError",
     "InvalidParameterError",
     "KeyAPIError",
+    "MalformedAnswerError",
     "QuotaExceededError",
     "RateLimitError",
     "RateLimiterUnavailableError",
@@ -176,6 +178,18 @@ class DecodeError(KeyAPIError):
     hint = "the answer was not the documented JSON; retried, report the request id if it persists"
 
 
+class MalformedAnswerError(DecodeError):
+    """A complete answer with code 0 whose ``data`` is not a list of records. Not retried.
+
+    The answer was paid for and the same one would come back, so retrying only spends
+    credits. (Single records that cannot be decoded do not raise: they are reported per id,
+    see :attr:`DetailBatch.failed`.)
+    """
+
+    retryable = False
+    hint = "the API answered in a shape this SDK does not know; report the request id"
+
+
 def error_for_code(
     code: int,
     message: str,
@@ -201,3 +215,30 @@ def error_for_code(
     else:
         cls = KeyAPIError
     return cls(message, status=status, code=code, request_id=request_id)
+
+
+class CreditBudgetExceededError(KeyAPIError):
+    """The client's credit budget (``max_credits``) is spent: nothing more will be sent.
+
+    Fatal: the call stops starting requests, and no request ever started that could have
+    taken the total past the budget (retries included). ``max_credits`` is the budget,
+    ``spent`` the credits it counts as used: charged ones, plus those whose answer was lost
+    or damaged and may have been charged. A crawl counts the ids left as not attempted.
+    """
+
+    fatal = True
+    hint = "raise max_credits= (the budget is per client), or resume the crawl with a new budget"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_credits: int | None = None,
+        spent: int | None = None,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.max_credits = max_credits
+        self.spent = spent
