@@ -223,7 +223,10 @@ async def test_one_decrease_per_congestion_event_across_workers(
     name = f"shared-{uuid.uuid4().hex}"
     one, other = make_limiter(50, name=name), make_limiter(50, name=name)
     loop = asyncio.get_running_loop()
-    in_flight = loop.time()  # both workers' requests started before the first 429 came
+    # Both workers' requests started (50 ms ago) before the first 429 came back. (The
+    # comparison is on Redis' clock, converted through each request's age: exact to the
+    # jitter of one round trip to Redis.)
+    in_flight = loop.time() - 0.05
     await one.on_throttle(in_flight)
     await other.on_throttle(in_flight)  # the same event, seen by the other worker
     assert 40 <= other.qps < 45
