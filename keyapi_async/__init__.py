@@ -43,6 +43,7 @@ from .retrying import RetryPolicy
 from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink
 
 if TYPE_CHECKING:  # at run time, loaded on first use by __getattr__ below
+    from .postgres import PostgresSink
     from .redis_limiter import RedisRateLimiter
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "LocalRateLimiter",
     "MissingExtraError",
     "ParquetSink",
+    "PostgresSink",
     "ProductCategory",
     "QuotaExceededError",
     "RankType",
@@ -87,9 +89,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that importing keyapi_async never imports the optional redis extra.
+    # Lazy, so that importing keyapi_async never imports the optional redis extra (nor
+    # PostgresSink's module; asyncpg itself is imported only when a sink is created).
     if name == "RedisRateLimiter":
         from .redis_limiter import RedisRateLimiter
 
         return RedisRateLimiter
+    if name == "PostgresSink":
+        from .postgres import PostgresSink
+
+        return PostgresSink
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

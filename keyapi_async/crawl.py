@@ -357,6 +357,11 @@ async def crawl_video_details(
     done = CompactIdSet(i for i in stored if i is not None)
     done.update(missing)
     del stored, missing
+    resume_ids = getattr(sink, "resume_ids", None)
+    if resume and outputs.file is None and resume_ids is not None:
+        # A sink that keeps its own record of what is done (PostgresSink): stored + missing.
+        async for vid in resume_ids():
+            done.add(vid)
     feed: _SyncFeed | _AsyncFeed = (
         _AsyncFeed(ids, done, report) if isinstance(ids, AsyncIterable)
         else _SyncFeed(ids, done, report)
@@ -440,6 +445,8 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
         await outputs.sink.write(videos)
     if batch.missing and outputs.missing is not None:
         outputs.missing.append(batch.missing)
+    elif batch.missing and (write_missing := getattr(outputs.sink, "write_missing", None)):
+        await write_missing(batch.missing)
     report.fetched += found
     report.missing += len(batch.missing)
 
