@@ -478,6 +478,10 @@ class PostgresSink:
             exceptions.PostgresConnectionError,  # SQLSTATE class 08, "connection exception"
             exceptions.AdminShutdownError,  # pg_terminate_backend, server shutting down
             exceptions.CrashShutdownError,
+            # A FATAL notice that arrived while idle leaves asyncpg waiting for a
+            # ReadyForQuery that never comes; the next call then fails with this, before
+            # the closed socket is noticed.
+            exceptions.InternalClientError,
         )
 
     async def close(self) -> None:

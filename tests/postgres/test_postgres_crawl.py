@@ -22,9 +22,9 @@ from keyapi_async.testing import FakeKeyAPI
 
 DETAIL = "/v1/tiktok/video/detail/analytics"
 SCRIPT = Path(__file__).with_name("pg_crawl.py")
-N_IDS = 3000
+N_IDS = 2000
 # Kill points, as rows committed before the SIGKILL: seeded, so a failure reproduces.
-KILL_POINTS = [random.Random(seed).randint(1, 2200) for seed in range(3)]
+KILL_POINTS = [random.Random(seed).randint(1, 1400) for seed in range(3)]
 
 
 def asked(log: list[Any]) -> list[list[str]]:
