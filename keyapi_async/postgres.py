@@ -6,11 +6,12 @@ table private to the sink's session, then moved into the target by a single stat
 (``WITH batch AS (DELETE FROM staging RETURNING ...) INSERT ... ON CONFLICT (key) DO
 UPDATE``). A kill, a lost connection or a bad value anywhere in the batch leaves none of
 it in the target: a failed COPY rolls back by itself, and a session that dies takes its
-staging table with it. Two round trips and one commit a batch; the staging table is
-emptied by that statement and truncated now and then (``ON COMMIT DELETE ROWS`` would
-truncate it at every commit, which costs more than the batch). Because the load is an
-upsert, repeating a batch is harmless: after a lost connection the sink reconnects and
-sends the batch once more, which is safe even when the first commit did reach the server.
+staging table with it. Three round trips (COPY takes two) and one commit a batch; the
+staging table is emptied by that statement and truncated now and then (``ON COMMIT DELETE
+ROWS`` would truncate it at every commit, which costs more than the batch itself).
+Because the load is an upsert, repeating a batch is harmless: after a lost connection the
+sink reconnects and sends the batch once more, which is safe even when the first commit
+did reach the server.
 
 Durability matches the file sinks' default ``fsync_interval=1.0``: with
 ``synchronous_commit=False`` (the default) a commit does not wait for the server's WAL
@@ -72,9 +73,11 @@ class Column:
     sql_type: str
 
 
-#: Columns a sink stores after the record's own fields. Issue 13's lineage columns are one
-#: line here: ``Column("fetched_at", "timestamp with time zone"), Column("request_id", "text")``
-#: (their values then follow each record's fields in :meth:`_Layout.rows`).
+#: Columns stored after the record's own fields, for values that are not fields of the
+#: record. Lineage kept per batch rather than on the records would be one line here,
+#: ``Column("fetched_at", "timestamp with time zone"), Column("request_id", "text")``, with
+#: the batch's two values appended to each row in :meth:`_Layout.rows`. (Lineage kept as
+#: record fields needs no change at all: columns follow the fields.)
 EXTRA_COLUMNS: tuple[Column, ...] = ()
 
 
@@ -469,6 +472,11 @@ class PostgresSink:
                 return
             except self._lost_connection_errors():
                 self._drop_connection()
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    # Cancelled in the middle of a call: the session's state is unknown.
+                    self._drop_connection()
+                raise
             await step(await self._connection())
 
     def _lost_connection_errors(self) -> tuple[type[BaseException], ...]:

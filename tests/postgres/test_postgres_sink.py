@@ -330,3 +330,15 @@ async def test_a_closed_sink_refuses_writes(postgres_dsn: str, table: str) -> No
     await sink.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         await sink.write([record])
+
+
+async def test_the_staging_table_is_truncated_between_batches(
+    postgres_dsn: str, db: Any, table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "STAGE_TRUNCATE_ROWS", 25)
+    records = await fetch_details(100)
+    async with ka.PostgresSink(postgres_dsn, table=table) as sink:
+        for i in range(0, 100, 10):
+            await sink.write(records[i:i + 10])
+            assert sink._staged < 25 + 10  # truncated once it reached the threshold
+    assert {r["video_id"] for r in await stored(db, table)} == {r.video_id for r in records}
