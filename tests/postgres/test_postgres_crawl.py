@@ -168,3 +168,17 @@ async def test_sigkilled_crawl_resumes_exactly_once(
     final = await ids_in(db, table)
     assert len(final) == len(set(final)) and set(final) == known
     assert set(await ids_in(db, table + "_missing")) == set(ids) - known
+
+
+async def test_a_ranking_list_crawls_into_a_table(postgres_dsn: str, db: Any, table: str) -> None:
+    query = {"date": "2024-05-01", "region": "US", "video_rank_field": 2, "rank_type": 1}
+    async with FakeKeyAPI(ranking_length=95) as fake, client(fake) as c:
+        expected = [v async for v in c.iter_video_ranking(**query)]
+        sink = ka.PostgresSink(postgres_dsn, table=table, record_type=ka.RankedVideo,
+                               snapshot=query["date"])
+        report = await ka.crawl_video_ranking(c, sink, **query)
+    assert report.complete and report.fetched == len(expected) == 95
+    rows = await db.fetch(f'SELECT video_id, video_products FROM "{table}"')
+    assert {r["video_id"]: r["video_products"] for r in rows} == {
+        v.video_id: v.video_products for v in expected
+    }
