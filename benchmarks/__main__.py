@@ -41,7 +41,7 @@ SECTIONS: dict[str, Callable[[bool], SectionResult]] = {
 }
 PACKAGES = (
     "keyapi-async", "aiohttp", "msgspec", "aiolimiter", "orjson", "pydantic", "pydantic-core",
-    "httpx", "matplotlib",
+    "httpx", "matplotlib", "asyncpg",
 )
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
