@@ -109,3 +109,17 @@ def test_repr_hides_the_password() -> None:
                 "postgresql://db.example/analytics?user=crawler&password=hunter2secret"):
         shown = repr(ka.PostgresSink(dsn, table="videos"))
         assert "hunter2secret" not in shown and "db.example" in shown and "***" in shown
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://crawler:hunter2secret@127.0.0.1:1/analytics",  # nothing listens on port 1
+    "postgresql://crawler:hunter2secret@127.0.0.1:notaport/analytics",
+    "http://crawler:hunter2secret@127.0.0.1/analytics",
+])
+async def test_connection_errors_do_not_carry_the_password(dsn: str) -> None:
+    pytest.importorskip("asyncpg")
+    import traceback
+
+    with pytest.raises(Exception) as failed:  # asyncpg's error varies by case
+        await ka.PostgresSink(dsn, table="videos").open()
+    assert "hunter2secret" not in "".join(traceback.format_exception(failed.value))
