@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 from .client import (
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_QPS,
     DEFAULT_TIMEOUT,
@@ -26,15 +27,20 @@ from .client import (
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import (
     APIConnectionError,
+    APIUnreachableError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
     DecodeError,
+    EndpointNotFoundError,
     InvalidParameterError,
     KeyAPIError,
+    PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
     RateLimiterUnavailableError,
+    RedirectError,
+    ResponseTooLargeError,
     ServerError,
 )
 from .limiting import LocalRateLimiter, RateLimiter
@@ -47,10 +53,12 @@ if TYPE_CHECKING:  # at run time, loaded on first use by __getattr__ below
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_QPS",
     "DEFAULT_TIMEOUT",
     "APIConnectionError",
+    "APIUnreachableError",
     "AuthenticationError",
     "BadRequestError",
     "ClientStats",
@@ -59,6 +67,7 @@ __all__ = [
     "CsvSink",
     "DecodeError",
     "DetailBatch",
+    "EndpointNotFoundError",
     "InvalidParameterError",
     "JsonlSink",
     "KeyAPIClient",
@@ -66,6 +75,7 @@ __all__ = [
     "LocalRateLimiter",
     "MissingExtraError",
     "ParquetSink",
+    "PermissionDeniedError",
     "ProductCategory",
     "QuotaExceededError",
     "RankType",
@@ -74,7 +84,9 @@ __all__ = [
     "RateLimitError",
     "RateLimiter",
     "RateLimiterUnavailableError",
+    "RedirectError",
     "RedisRateLimiter",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "ServerError",
     "Sink",

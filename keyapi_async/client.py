@@ -6,15 +6,18 @@ Every request takes the same path, each stage in the module named after it::
       -> retrying( concurrency slot -> limiting permit -> transport -> decoding )
 
 A permit is taken just before the request goes on the wire, and every retry takes a new
-one, so the rate limiter sees every start. A 401 or 402 ends the whole call: requests
-already on the wire finish (their answers are paid for), no new one starts.
+one, so the rate limiter sees every start. A fatal error (401, 402, 403, a redirect, a bare
+404, an unreachable API) ends the whole call: requests already on the wire finish (their
+answers are paid for), no new one starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import threading
 import warnings
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
@@ -28,16 +31,32 @@ from backoff.types import Details
 from .batching import IdSource, id_batches, list_batches, unique_ids
 from .concurrency import InFlightLimit
 from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
-from .errors import ConfigurationError, KeyAPIError, RateLimitError
+from .errors import (
+    APIConnectionError,
+    APIUnreachableError,
+    ConfigurationError,
+    KeyAPIError,
+    RateLimitError,
+)
 from .fanout import TaskWindow
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import RankedVideo, VideoDetail
+from .reachability import Reachability
+from .redaction import clean_text
 from .retrying import RetryPolicy
-from .transport import Secret, Transport, check_base_url
+from .transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Transport,
+    check_api_key,
+    check_base_url,
+    closed_error,
+    resolve_proxy,
+)
 from .validation import MAX_PAGE_NUM, RankingQuery, check_max_pages, check_page, ranking_query
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_QPS",
     "DEFAULT_TIMEOUT",
@@ -57,6 +76,8 @@ DEFAULT_QPS: Final = 5.0
 DEFAULT_MAX_RETRIES: Final = 4
 #: Seconds for one attempt, connect to last byte.
 DEFAULT_TIMEOUT: Final = 30.0
+#: Longest timeout accepted: a day (a larger one overflows timers at the first request).
+_MAX_TIMEOUT: Final = 86_400.0
 
 DETAIL_PATH: Final = "/v1/tiktok/video/detail/analytics"
 RANKING_PATH: Final = "/v1/tiktok/video/ranking/analytics"
@@ -162,6 +183,22 @@ class KeyAPIClient:
         rate_limiter: Another :class:`RateLimiter` (one shared across processes, say);
             when given, ``qps`` is taken from it.
         retry_policy: Backoff details; an explicit ``max_retries`` overrides its count.
+        max_response_bytes: Largest answer accepted, as sent and once decompressed
+            (default 4 MiB; a 10-record answer is about 10 KB). A larger one raises
+            :class:`ResponseTooLargeError` after reading only that much.
+        proxy: HTTP(S) proxy URL, ``http://[user:password@]host:port``. By default the
+            ``HTTPS_PROXY`` / ``HTTP_PROXY`` environment variables are honoured (with
+            ``NO_PROXY``), except for a loopback ``base_url``. Credentials never appear
+            in a repr, log or error.
+
+    Requests that get no answer at all, attempt after attempt (10 in a row, and, once the
+    API has answered, for longer than a request's own retries can wait), end the call with
+    :class:`APIUnreachableError` instead of retrying every id.
+
+    A client belongs to one event loop at a time: using it from another thread's loop is
+    refused (:class:`ConfigurationError`), while a new loop after the previous one closed
+    (two successive ``asyncio.run`` calls) is fine: the session and the default rate
+    limiter are rebuilt in it (a ``rate_limiter`` you pass must itself suit the new loop).
     """
 
     def __init__(
@@ -175,26 +212,41 @@ class KeyAPIClient:
         timeout: float = DEFAULT_TIMEOUT,
         rate_limiter: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        proxy: str | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("KEYAPI_API_KEY")
-        if not key or not key.strip():
-            raise ConfigurationError(
-                "no API key: pass api_key= or set the KEYAPI_API_KEY environment variable"
-            )
+        key = check_api_key(api_key if api_key is not None else os.environ.get("KEYAPI_API_KEY"))
         policy = retry_policy or RetryPolicy()
         if max_retries is None:
             max_retries = policy.max_retries
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigurationError(f"timeout must be a positive number, got {timeout!r}")
+        if (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not (math.isfinite(timeout) and 0 < timeout <= _MAX_TIMEOUT)
+        ):
+            raise ConfigurationError(
+                f"timeout must be a number of seconds in (0, {_MAX_TIMEOUT:g}], got {timeout!r}"
+            )
+        if (
+            isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int)
+            or max_response_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_response_bytes must be a positive int, got {max_response_bytes!r}"
+            )
         try:
             self._limiter: RateLimiter = rate_limiter or LocalRateLimiter(qps)
             self._inflight = InFlightLimit(self._limiter.qps, max_concurrency)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        url = base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL
-        self._transport = Transport(check_base_url(url), Secret(key.strip()), float(timeout))
+        self._owns_limiter = rate_limiter is None
+        self._max_concurrency = max_concurrency
+        url = check_base_url(base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL)
+        self._transport = Transport(
+            url, key, float(timeout),
+            max_response_bytes=max_response_bytes, proxy=resolve_proxy(url, proxy),
+        )
         self.retry_policy = RetryPolicy(
             max_retries=max_retries,
             base_delay=policy.base_delay,
@@ -202,9 +254,15 @@ class KeyAPIClient:
             max_retry_after=policy.max_retry_after,
         )
         self._retry = self.retry_policy.wrap(self._retry_attempt, self._before_retry)
+        # Patience: the longest a single request's retries can wait (backoff ceilings).
+        self._reach = Reachability(patience=sum(
+            min(policy.max_delay, policy.base_delay * 2**n) for n in range(max_retries)
+        ))
         self.timeout = float(timeout)
         self.stats = ClientStats()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -223,6 +281,16 @@ class KeyAPIClient:
         """The current cap on requests in flight (fixed, or derived from latency)."""
         return self._inflight.limit
 
+    @property
+    def max_response_bytes(self) -> int:
+        """Largest answer accepted, in bytes, as sent and once decompressed."""
+        return self._transport.max_response_bytes
+
+    @property
+    def proxy(self) -> str | None:
+        """The proxy requests go through (without credentials), or None."""
+        return None if self._transport.proxy is None else self._transport.proxy.url
+
     async def __aenter__(self) -> KeyAPIClient:
         return self
 
@@ -235,9 +303,36 @@ class KeyAPIClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session. The client cannot be used afterwards."""
+        """Close the HTTP session. The client cannot be used afterwards: requests still
+        waiting for a slot or a permit end the call, and no new session is opened."""
         self._closed = True
         await self._transport.close()
+
+    def _bind_loop(self) -> None:
+        """Tie the client to the running loop; rebuild loop-bound state if the loop it was
+        used in has closed since, refuse if that loop is still open (another thread)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:  # the usual case: one identity test
+            return
+        with self._loop_lock:  # two threads binding at once: one wins, the other is refused
+            previous = self._loop
+            if previous is loop:
+                return
+            if previous is not None:
+                if not previous.is_closed():
+                    error = ConfigurationError(
+                        "this KeyAPIClient is in use by another event loop (another thread, "
+                        "or a loop still open); create one client per thread or event loop"
+                    )
+                    error.fatal = True
+                    raise error
+                # A new loop after the old one closed (successive asyncio.run calls): the
+                # session went with the old loop; locks and waiters are bound to it.
+                self._transport.forget_session()
+                if self._owns_limiter:
+                    self._limiter = LocalRateLimiter(self._limiter.qps)
+                self._inflight = InFlightLimit(self._limiter.qps, self._max_concurrency)
+            self._loop = loop
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         # Only a session that was opened holds sockets; one never used needs no closing.
@@ -251,9 +346,10 @@ class KeyAPIClient:
     def __repr__(self) -> str:
         if not hasattr(self, "_transport"):  # __init__ refused its arguments
             return "KeyAPIClient(<not configured>)"
+        proxy = "" if self.proxy is None else f", proxy={self.proxy!r}"
         return (
             f"KeyAPIClient(base_url={self.base_url!r}, qps={self.qps:g}, "
-            f"max_concurrency={self._inflight.limit}, api_key='***')"
+            f"max_concurrency={self._inflight.limit}{proxy}, api_key='***')"
         )
 
     # -- the pipeline ----------------------------------------------------------------
@@ -264,26 +360,45 @@ class KeyAPIClient:
     ) -> tuple[list[T], str | None]:
         """One attempt: slot, permit, send, decode (retries: see :meth:`_request`)."""
         if self._closed:
-            raise ConfigurationError("the client is closed; create a new KeyAPIClient")
+            raise closed_error()
+        self._bind_loop()
         loop = asyncio.get_running_loop()
-        await self._inflight.acquire()
+        inflight = self._inflight
+        await inflight.acquire()
         started: float | None = None
         try:
             await self._limiter.acquire()
             if request.scope.halted:
                 raise _Aborted
+            if self._closed:  # closed while this attempt waited
+                raise closed_error()
             started = loop.time()
             request.attempts += 1
             self.stats.requests += 1
             request.on_wire = True
-            response = await self._transport.get(path, params)
+            try:
+                response = await self._transport.get(path, params)
+            except APIConnectionError as exc:
+                if exc.status is None:
+                    if self._reach.unanswered(loop.time()):
+                        raise self._unreachable(exc) from None
+                else:
+                    self._reach.answered()
+                raise
+            except KeyAPIError:  # a redirect, a body over the limit: answers all the same
+                self._reach.answered()
+                raise
+            self._reach.answered()
         finally:
             request.on_wire = False
-            self._inflight.release(None if started is None else loop.time() - started)
+            inflight.release(None if started is None else loop.time() - started)
         try:
-            return decode_response(
+            records, request_id = decode_response(
                 decoder, response.status, response.body, retry_after=response.retry_after
             )
+            if request_id is not None:  # server text: one line, bounded, for logs and files
+                request_id = clean_text(request_id, 128)
+            return records, request_id
         except KeyAPIError as exc:
             name = type(exc).__name__
             self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
@@ -291,6 +406,13 @@ class KeyAPIClient:
                 request.rate_limited += 1
                 self.stats.rate_limited += 1
             raise
+
+    def _unreachable(self, last: APIConnectionError) -> APIUnreachableError:
+        return APIUnreachableError(
+            f"cannot reach the API at {self.base_url}"
+            f"{'' if self.proxy is None else f' through the proxy {self.proxy}'}: "
+            f"{self._reach.streak} attempts in a row got no answer (last: {last.message})"
+        )
 
     async def _before_retry(self, details: Details) -> None:
         exc = details.get("exception")
@@ -352,6 +474,15 @@ class KeyAPIClient:
             )
         found = {v.video_id for v in videos}
         missing = tuple(i for i in ids if i not in found)
+        if not len(videos) == len(found) == len(ids) - len(missing):
+            # A repeated record, one not asked for, or one without an id: every path that
+            # yields records starts here, so each yields only ids asked, once each.
+            asked = set(ids)
+            first: dict[str, VideoDetail] = {}
+            for video in videos:  # the slow path only: a clean answer skips it
+                if video.video_id in asked:
+                    first.setdefault(video.video_id, video)
+            videos = list(first.values())
         if missing:
             logger.debug("ids unknown to the API (request id %s): %s", request_id, missing)
         return DetailBatch(
@@ -376,6 +507,7 @@ class KeyAPIClient:
         self, batches: AsyncGenerator[list[str], None], stop: asyncio.Event | None
     ) -> AsyncGenerator[DetailBatch, None]:
         """Run one request per batch of valid ids, at most the in-flight cap at a time."""
+        self._bind_loop()
         scope = _CallScope(stop)
         window: TaskWindow[DetailBatch] = TaskWindow()
         requests: dict[asyncio.Task[DetailBatch], tuple[list[str], _Request]] = {}
@@ -502,6 +634,7 @@ class KeyAPIClient:
         )
         start_page, page_size = check_page(start_page, page_size)
         max_pages = check_max_pages(max_pages)
+        self._bind_loop()
         last = MAX_PAGE_NUM if max_pages is None else min(MAX_PAGE_NUM, start_page + max_pages - 1)
 
         scope = _CallScope(stop)

@@ -429,13 +429,8 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
             report.failed[vid] = reason
         return
     report.credits_spent += 1
-    videos = batch.videos
+    videos = batch.videos  # one record per id asked: the client filters where it makes batches
     found = len(batch.ids) - len(batch.missing)
-    if len(videos) != found:
-        # The answer repeated a record or carried one not asked for: keep one per id asked.
-        asked = set(batch.ids)
-        unique = {v.video_id: v for v in videos if v.video_id in asked}
-        videos = list(unique.values())
     if videos:
         await outputs.sink.write(videos)
     if batch.missing and outputs.missing is not None:

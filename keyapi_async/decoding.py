@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 
-from .errors import DecodeError, KeyAPIError, error_for_code
+from .errors import DecodeError, KeyAPIError, error_for_code, error_for_status
 from .models import RankedVideo, VideoDetail
 
 __all__ = ["DETAIL_DECODER", "RANKING_DECODER", "Envelope", "decode_response"]
@@ -98,10 +98,9 @@ def _error_from_body(
     request_id = env.requestId if env is not None else _sniff_request_id(body)
     if not 200 <= status < 300:
         # Not the documented JSON (a proxy's HTML page, say): the HTTP status decides.
-        return error_for_code(
+        return error_for_status(
             status,
             f"HTTP {status} with a body that is not a KeyAPI envelope",
-            status=status,
             request_id=request_id,
             retry_after=retry_after,
         )

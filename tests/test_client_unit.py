@@ -534,7 +534,7 @@ async def test_the_key_never_leaks(
 async def test_the_key_is_sent_as_a_bearer_token(mock_api: aioresponses.aioresponses) -> None:
     # aioresponses replaces the session's request; check the session's default headers.
     async with make_client() as client:
-        session = client._transport._open()
+        session = await client._transport._open()
         assert session.headers["Authorization"] == f"Bearer {API_KEY}"
 
 
