@@ -21,6 +21,7 @@ headers: they are raised outside ``except`` blocks, so neither ``__cause__`` nor
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import ipaddress
 import logging
@@ -101,7 +102,22 @@ class Proxy:
     url: str
     #: Where it was configured: ``proxy=`` or the environment variable's name.
     source: str
-    auth: aiohttp.BasicAuth | None = field(default=None, repr=False)
+    #: The Proxy-Authorization header value, if the URL held credentials.
+    authorization: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("proxy credentials are not picklable")
+
+
+class _Headers(dict[str, str]):
+    """Headers whose repr does not show their values (they hold credentials)."""
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{k!r}: ***' for k in self)}}}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("credentials are not picklable")
 
 
 def closed_error() -> ConfigurationError:
@@ -218,11 +234,14 @@ def _parse_proxy(url: str, source: str) -> Proxy:
             f"invalid proxy {shown!r} (from {source}): expected "
             "http://[user:password@]host:port"
         )
-    auth = None
+    authorization = password = None
     if parts.username is not None:
-        auth = aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+        password = unquote(parts.password or "")
+        token = base64.b64encode(f"{unquote(parts.username)}:{password}".encode()).decode()
+        authorization = f"Basic {token}"
     host = parts.netloc.rpartition("@")[2]
-    return Proxy(urlunsplit((parts.scheme, host, parts.path, "", "")), source, auth)
+    return Proxy(urlunsplit((parts.scheme, host, parts.path, "", "")), source, authorization,
+                 password)
 
 
 def resolve_proxy(base_url: str, proxy: str | None) -> Proxy | None:
@@ -277,9 +296,25 @@ class Transport:
         self.max_response_bytes = max_response_bytes
         self.proxy = proxy
         secrets = [api_key.reveal()]
-        if proxy is not None and proxy.auth is not None:
-            secrets += [proxy.auth.password, proxy.auth.encode().partition(" ")[2]]
+        if proxy is not None and proxy.authorization is not None:
+            secrets += [proxy.password or "", proxy.authorization.partition(" ")[2]]
         self._redactor = Redactor(secrets)
+        # The key goes on each request, never in the session's default headers: aiohttp
+        # copies those into the proxy's headers and sends an Authorization found there as
+        # Proxy-Authorization, to the proxy, even on the CONNECT of an https tunnel.
+        headers = _Headers({"Authorization": f"Bearer {api_key.reveal()}"})
+        self._options: dict[str, object] = {"headers": headers}
+        if proxy is not None:
+            self._options["proxy"] = proxy.url
+            if proxy.authorization is not None:
+                # Through an https tunnel the proxy reads it off CONNECT; for plain http it
+                # reads it off the request itself (what aiohttp's deprecated proxy_auth did).
+                if base_url.startswith("https:"):
+                    self._options["proxy_headers"] = _Headers(
+                        {"Proxy-Authorization": proxy.authorization}
+                    )
+                else:
+                    headers["Proxy-Authorization"] = proxy.authorization
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncGenerator[None, None] | None = None
@@ -301,7 +336,6 @@ class Transport:
             connector=connector,
             timeout=self._timeout,
             headers={
-                "Authorization": f"Bearer {self._api_key.reveal()}",
                 "Accept": "application/json",
                 # Only what bodies.read_body decompresses within the byte limit.
                 "Accept-Encoding": ACCEPT_ENCODING,
@@ -341,15 +375,10 @@ class Transport:
         """GET ``base_url + path`` without following redirects; see the module docstring."""
         session = self._session if self.is_open else await self._open()
         assert session is not None
-        proxy = self.proxy
         status: int | None = None
         try:
             async with session.get(
-                self.base_url + path,
-                params=params,
-                allow_redirects=False,
-                proxy=None if proxy is None else proxy.url,
-                proxy_auth=None if proxy is None else proxy.auth,
+                self.base_url + path, params=params, allow_redirects=False, **self._options
             ) as resp:
                 status = resp.status
                 if 300 <= status < 400:
