@@ -1,9 +1,10 @@
 """Reading an answer's body within a byte limit, decompressing gzip/deflate as it arrives.
 
 Guarantee: at most ``limit`` bytes are taken off the wire, and decompression produces at
-most ``limit + 1`` bytes before reading stops (zlib's ``max_length``), so a body held in
-memory never exceeds ``limit`` bytes plus one network chunk, whatever the server sends: a
-200 MB answer, an endless chunked stream or a gzip bomb each cost ``limit`` bytes at most.
+most ``limit + 1`` bytes before reading stops (zlib's ``max_length``, 256 KiB a call), so
+the body held in memory never exceeds ``limit`` bytes plus one network chunk and one such
+step, whatever the server sends: a 200 MB answer, an endless chunked stream or a gzip bomb
+each cost about ``limit`` bytes (4.5 MiB at the 4 MiB default, measured by tracemalloc).
 
 Decompression is ours (the session runs with ``auto_decompress=False`` and asks only for
 gzip and deflate), so the bound holds with every aiohttp version, not only those whose own
@@ -21,6 +22,9 @@ __all__ = ["ACCEPT_ENCODING", "BodyDamaged", "BodyTooLarge", "read_body"]
 ACCEPT_ENCODING: Final = "gzip, deflate"
 
 _GZIP_WBITS: Final = 16 + zlib.MAX_WBITS
+# Output per zlib call: zlib grows its output buffer by doubling, so one call asked for the
+# whole limit can briefly hold twice that; small calls keep the peak at the limit + this.
+_STEP: Final = 256 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -50,7 +54,7 @@ class _Inflater:
             zlib.decompressobj(_GZIP_WBITS) if self._gzip else None
         )
 
-    def feed(self, data: bytes, budget: int) -> bytes:
+    def feed(self, data: bytes, budget: int) -> list[bytes]:
         """Decompress ``data``, producing at most ``budget`` bytes (the rest is dropped:
         the caller gives ``room + 1`` and treats a full budget as over the limit)."""
         out: list[bytes] = []
@@ -65,13 +69,13 @@ class _Inflater:
                     break  # bytes after the deflate stream: ignored, as zlib does
                 self._obj = zlib.decompressobj(_GZIP_WBITS)  # the next gzip member
             try:
-                chunk = self._obj.decompress(data, budget)
+                chunk = self._obj.decompress(data, min(budget, _STEP))
             except zlib.error as exc:
                 raise BodyDamaged(f"damaged compressed body: {exc}") from None
             out.append(chunk)
             budget -= len(chunk)
             data = self._obj.unconsumed_tail or (self._obj.unused_data if self._obj.eof else b"")
-        return b"".join(out)
+        return out
 
     def finish(self) -> bytes:
         """The last bytes, once the wire is done; a stream cut short is damaged."""
@@ -105,12 +109,11 @@ async def read_body(
         wire += len(chunk)
         if wire > limit:
             raise BodyTooLarge(f"more than {limit} bytes sent")
-        if inflater is not None:
-            chunk = inflater.feed(chunk, limit - size + 1)
-        size += len(chunk)
+        pieces = [chunk] if inflater is None else inflater.feed(chunk, limit - size + 1)
+        size += sum(map(len, pieces))
         if size > limit:
             raise BodyTooLarge(f"more than {limit} bytes once decompressed, from {wire} sent")
-        parts.append(chunk)
+        parts += pieces
     if inflater is not None:
         tail = inflater.finish()
         size += len(tail)

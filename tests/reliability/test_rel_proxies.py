@@ -43,7 +43,8 @@ class ForwardProxy:
 
     async def forward(self, request: web.Request) -> web.Response:
         self.seen.append((str(request.url), dict(request.headers)))
-        if self.expected is not None and request.headers.get("Proxy-Authorization") != self.expected:
+        given = request.headers.get("Proxy-Authorization")
+        if self.expected is not None and given != self.expected:
             return web.Response(status=407, text="proxy authentication required")
         upstream = self.routes[request.host]
         hop = {"host", "proxy-authorization", "proxy-connection", "connection"}
