@@ -31,13 +31,7 @@ from backoff.types import Details
 from .batching import IdSource, id_batches, list_batches, unique_ids
 from .concurrency import InFlightLimit
 from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
-from .errors import (
-    APIConnectionError,
-    APIUnreachableError,
-    ConfigurationError,
-    KeyAPIError,
-    RateLimitError,
-)
+from .errors import ConfigurationError, KeyAPIError, RateLimitError
 from .fanout import TaskWindow
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import RankedVideo, VideoDetail
@@ -191,8 +185,8 @@ class KeyAPIClient:
             ``NO_PROXY``), except for a loopback ``base_url``. Credentials never appear
             in a repr, log or error.
 
-    Requests that get no answer at all, attempt after attempt (10 in a row, and, once the
-    API has answered, for longer than a request's own retries can wait), end the call with
+    Attempts that get no answer at all, one after another (10 in a row, and, once the API
+    has answered, for longer than a request's own retries can wait), end the call with
     :class:`APIUnreachableError` instead of retrying every id.
 
     A client belongs to one event loop at a time: using it from another thread's loop is
@@ -243,9 +237,12 @@ class KeyAPIClient:
         self._owns_limiter = rate_limiter is None
         self._max_concurrency = max_concurrency
         url = check_base_url(base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL)
+        # Patience before giving up on an API that never answers: the longest a single
+        # request's retries can wait (the backoff ceilings), see reachability.py.
+        patience = sum(min(policy.max_delay, policy.base_delay * 2**n) for n in range(max_retries))
         self._transport = Transport(
-            url, key, float(timeout),
-            max_response_bytes=max_response_bytes, proxy=resolve_proxy(url, proxy),
+            url, key, float(timeout), max_response_bytes=max_response_bytes,
+            proxy=resolve_proxy(url, proxy), reachability=Reachability(patience=patience),
         )
         self.retry_policy = RetryPolicy(
             max_retries=max_retries,
@@ -254,10 +251,6 @@ class KeyAPIClient:
             max_retry_after=policy.max_retry_after,
         )
         self._retry = self.retry_policy.wrap(self._retry_attempt, self._before_retry)
-        # Patience: the longest a single request's retries can wait (backoff ceilings).
-        self._reach = Reachability(patience=sum(
-            min(policy.max_delay, policy.base_delay * 2**n) for n in range(max_retries)
-        ))
         self.timeout = float(timeout)
         self.stats = ClientStats()
         self._closed = False
@@ -376,19 +369,7 @@ class KeyAPIClient:
             request.attempts += 1
             self.stats.requests += 1
             request.on_wire = True
-            try:
-                response = await self._transport.get(path, params)
-            except APIConnectionError as exc:
-                if exc.status is None:
-                    if self._reach.unanswered(loop.time()):
-                        raise self._unreachable(exc) from None
-                else:
-                    self._reach.answered()
-                raise
-            except KeyAPIError:  # a redirect, a body over the limit: answers all the same
-                self._reach.answered()
-                raise
-            self._reach.answered()
+            response = await self._transport.get(path, params)
         finally:
             request.on_wire = False
             inflight.release(None if started is None else loop.time() - started)
@@ -406,13 +387,6 @@ class KeyAPIClient:
                 request.rate_limited += 1
                 self.stats.rate_limited += 1
             raise
-
-    def _unreachable(self, last: APIConnectionError) -> APIUnreachableError:
-        return APIUnreachableError(
-            f"cannot reach the API at {self.base_url}"
-            f"{'' if self.proxy is None else f' through the proxy {self.proxy}'}: "
-            f"{self._reach.streak} attempts in a row got no answer (last: {last.message})"
-        )
 
     async def _before_retry(self, details: Details) -> None:
         exc = details.get("exception")

@@ -4,8 +4,9 @@ The transport knows nothing of retries, limits or JSON. It returns the status, t
 Retry-After, or raises the typed error of an answer it will not hand on:
 
 * no answer at all (refused, reset, timed out before the status line):
-  :class:`APIConnectionError` with ``status`` None; a body that broke off or cannot be
-  decompressed after the status came: the same, with the status;
+  :class:`APIConnectionError` with ``status`` None, or :class:`APIUnreachableError` once so
+  many came in a row that nothing can succeed (:mod:`keyapi_async.reachability`); a body
+  that broke off or cannot be decompressed after the status came: the same, with the status;
 * a 3xx: :class:`RedirectError`; redirects are never followed (the API never redirects, and
   following one would carry the key elsewhere and cost several requests per permit);
 * a body over ``max_response_bytes``, as sent or decompressed: :class:`ResponseTooLargeError`
@@ -39,11 +40,13 @@ from ._version import __version__
 from .bodies import ACCEPT_ENCODING, BodyDamaged, BodyTooLarge, read_body
 from .errors import (
     APIConnectionError,
+    APIUnreachableError,
     ConfigurationError,
     KeyAPIError,
     RedirectError,
     ResponseTooLargeError,
 )
+from .reachability import Reachability
 from .redaction import Redactor
 
 __all__ = [
@@ -289,12 +292,14 @@ class Transport:
         *,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         proxy: Proxy | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self.base_url = base_url
         self._api_key = api_key
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_response_bytes = max_response_bytes
         self.proxy = proxy
+        self.reachability = reachability or Reachability()
         secrets = [api_key.reveal()]
         if proxy is not None and proxy.authorization is not None:
             secrets += [proxy.password or "", proxy.authorization.partition(" ")[2]]
@@ -381,6 +386,7 @@ class Transport:
                 self.base_url + path, params=params, allow_redirects=False, **self._options
             ) as resp:
                 status = resp.status
+                self.reachability.answered()
                 if 300 <= status < 400:
                     raise self._redirect(resp)
                 problem: KeyAPIError
@@ -416,6 +422,12 @@ class Transport:
             # The exception's type and text only: never its request_info (headers).
             failure = f"{type(exc).__name__}: {self._redactor.text(str(exc))} ({path})"
         # Raised here, outside the except blocks: no __context__ to an aiohttp exception.
+        if status is None and self.reachability.unanswered(time.monotonic()):
+            via = "" if self.proxy is None else f" through the proxy {self.proxy.url}"
+            raise APIUnreachableError(
+                f"cannot reach the API at {self.base_url}{via}: {self.reachability.streak} "
+                f"attempts in a row got no answer (last: {failure})"
+            )
         raise APIConnectionError(failure, status=status)
 
     def _redirect(self, resp: aiohttp.ClientResponse) -> RedirectError:

@@ -59,13 +59,6 @@ class ForwardProxy:
             })
 
 
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-
-
 async def test_requests_go_through_proxy_with_the_key_and_hidden_credentials() -> None:
     async with FakeKeyAPI(api_keys=[API_KEY]) as api:  # refuses any other key: 401
         ids = api.make_ids(30)
