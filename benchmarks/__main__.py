@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from . import bulk, decode, fidelity, memory, overhead, soak
+from . import bulk, decode, fidelity, gateways, memory, overhead, soak
 from .chart import write_chart
 from .harness import SectionResult, print_table
 
@@ -37,6 +37,7 @@ SECTIONS: dict[str, Callable[[bool], SectionResult]] = {
     "fidelity": fidelity.run,
     "crawl": bulk.run,
     "memory": memory.run,
+    "gateways": gateways.run,
 }
 PACKAGES = (
     "keyapi-async", "aiohttp", "msgspec", "aiolimiter", "orjson", "pydantic", "pydantic-core",

@@ -202,6 +202,12 @@ def fake_server(*args: str, keys: Sequence[str] = (API_KEY,)) -> Iterator[Server
 
 
 def _await_url(proc: subprocess.Popen[str], stdout: Any) -> str | None:
+    urls = await_listening(proc, stdout)
+    return urls[-1] if urls else None
+
+
+def await_listening(proc: subprocess.Popen[str], stdout: Any) -> list[str] | None:
+    """The URLs of the child's ``listening on URL [URL ...]`` line; None if it never came."""
     deadline = time.monotonic() + _STARTUP_TIMEOUT
     with selectors.DefaultSelector() as sel:
         sel.register(stdout, selectors.EVENT_READ)
@@ -209,7 +215,7 @@ def _await_url(proc: subprocess.Popen[str], stdout: Any) -> str | None:
             if sel.select(timeout=0.2):
                 line = stdout.readline()
                 if line.startswith("listening on "):
-                    return str(line.split()[-1])
+                    return [str(url) for url in line.split()[2:]]
                 if not line:
                     return None
     return None

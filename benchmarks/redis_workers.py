@@ -8,7 +8,9 @@ rows give, for N = 1, 2, 4: throughput achieved over configured qps (target >= 0
 Run alone: ``python -m benchmarks.redis_workers [--quick] [--redis-url URL]``. Without
 ``--redis-url`` (or ``KEYAPI_TEST_REDIS_URL``) it starts a throwaway redis-server if one
 is on PATH. ``--check`` runs one configuration and prints everything as JSON, ids per
-shard included: tests/redis checks exact accounting from it.
+shard included: tests/redis checks exact accounting from it. ``--client-qps auto`` tells
+the workers' shared limiter to discover the server's limit instead (with ``--seconds`` to
+stop the crawls after that long): the gateways section's row (benchmarks/gateways.py).
 """
 
 from __future__ import annotations
@@ -44,9 +46,26 @@ _RUN_TIMEOUT = 300.0
 # -- the worker (a child process) -----------------------------------------------------
 
 
+def parse_qps(text: str) -> float | str:
+    """A worker's ``--client-qps``: a number, or "auto"."""
+    return "auto" if text == "auto" else float(text)
+
+
+def auto_unavailable() -> str | None:
+    """Why ``RedisRateLimiter(..., qps="auto")`` cannot be built here, or None."""
+    try:
+        import keyapi_async as ka
+
+        kwargs: dict[str, Any] = {"name": "probe", "qps": "auto"}
+        ka.RedisRateLimiter("redis://127.0.0.1:1/0", **kwargs)
+    except Exception as exc:
+        return f"RedisRateLimiter(qps='auto') refused ({type(exc).__name__}: {exc})"
+    return None
+
+
 async def _crawl(
-    base_url: str, redis_url: str, name: str, qps: float, ids: list[str],
-    max_concurrency: int | None,
+    base_url: str, redis_url: str, name: str, qps: float | str, ids: list[str],
+    max_concurrency: int | None, seconds: float | None = None,
 ) -> dict[str, Any]:
     import aiohttp
 
@@ -55,8 +74,11 @@ async def _crawl(
     fetched: list[str] = []
     missing: list[str] = []
     failed: dict[str, str] = {}
+    not_attempted = 0
     fatal = None
-    async with ka.RedisRateLimiter(redis_url, name=name, qps=qps) as limiter, ka.KeyAPIClient(
+    stop = asyncio.Event()
+    limiter_kw: dict[str, Any] = {"name": name, "qps": qps}
+    async with ka.RedisRateLimiter(redis_url, **limiter_kw) as limiter, ka.KeyAPIClient(
         API_KEY, base_url=base_url, rate_limiter=limiter, max_concurrency=max_concurrency
     ) as client:
         # Warm up before the start line: a fresh process's first HTTP request runs cold
@@ -66,11 +88,16 @@ async def _crawl(
             pass
         await limiter.penalize(0)
         print("ready", flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.readline)
+        if seconds is not None:
+            loop.call_later(seconds, stop.set)
         try:
-            async with aclosing(client.iter_detail_batches(ids)) as batches:
+            async with aclosing(client.iter_detail_batches(ids, stop=stop)) as batches:
                 async for batch in batches:
-                    if batch.error is not None or not batch.sent:
+                    if stop.is_set() and batch.error is None and not batch.sent:
+                        not_attempted += len(batch.ids)  # the run's time was up
+                    elif batch.error is not None or not batch.sent:
                         reason = repr(batch.error) if batch.error else "not sent"
                         failed.update(dict.fromkeys(batch.ids, reason))
                     else:
@@ -81,7 +108,8 @@ async def _crawl(
         stats = client.stats
     return {
         "ids": ids, "fetched": fetched, "missing": missing, "failed": failed, "fatal": fatal,
-        "requests": stats.requests, "rate_limited": stats.rate_limited,
+        "not_attempted": not_attempted, "requests": stats.requests,
+        "rate_limited": stats.rate_limited,
     }
 
 
@@ -91,9 +119,10 @@ def worker_main(args: argparse.Namespace) -> None:
 
     index, count = parse_shard(args.shard)
     ids = list(shard_filter(Path(args.ids_file).read_text().split(), index, count))
-    result = asyncio.run(
-        _crawl(args.base_url, args.redis_url, args.name, args.qps, ids, args.max_concurrency)
-    )
+    qps = args.qps if args.client_qps is None else parse_qps(args.client_qps)
+    result = asyncio.run(_crawl(
+        args.base_url, args.redis_url, args.name, qps, ids, args.max_concurrency, args.seconds
+    ))
     sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
 
 
@@ -101,9 +130,16 @@ def worker_main(args: argparse.Namespace) -> None:
 
 
 def run_workers(
-    redis_url: str, workers: int, qps: float, n_ids: int, max_concurrency: int | None = None
+    redis_url: str, workers: int, qps: float, n_ids: int, max_concurrency: int | None = None,
+    *, client_qps: float | str | None = None, seconds: float | None = None,
 ) -> dict[str, Any]:
-    """Crawl ``n_ids`` ids split over ``workers`` processes; results, stats and arrivals."""
+    """Crawl ``n_ids`` ids split over ``workers`` processes; results, stats and arrivals.
+
+    The server allows ``qps``; the workers' shared limiter is told ``client_qps`` (default
+    ``qps``; "auto" to discover it). ``seconds`` stops the workers' crawls after that long
+    (their unsent ids count as ``not_attempted``). ``accepted`` holds the arrival times of
+    the requests the server answered with success.
+    """
     ids = [str(7_100_000_000_000_000_000 + i * 7919) for i in range(n_ids)]
     name = f"bench-{uuid.uuid4().hex}"
     with fake_server("--qps", f"{qps:g}") as server, tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +154,9 @@ def run_workers(
                      "--qps", f"{qps:g}", "--shard", f"{i}/{workers}", "--ids-file",
                      str(ids_file),
                      *([] if max_concurrency is None else
-                       ["--max-concurrency", str(max_concurrency)])],
+                       ["--max-concurrency", str(max_concurrency)]),
+                     *([] if client_qps is None else ["--client-qps", str(client_qps)]),
+                     *([] if seconds is None else ["--seconds", f"{seconds:g}"])],
                     cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 ))
             for proc in procs:
@@ -141,10 +179,12 @@ def run_workers(
             for proc in procs:
                 stop_process(proc)
         stats = server.stats(API_KEY)
-        arrivals = sorted(r["time"] for r in server.requests() if r["path"] == DETAIL_PATH)
+        log = [r for r in server.requests() if r["path"] == DETAIL_PATH]
+        arrivals = sorted(r["time"] for r in log)
+        accepted = sorted(r["time"] for r in log if r["status"] == 200 and not r["code"])
     return {
         "workers": workers, "qps": qps, "ids": ids, "shards": shards, "stats": stats,
-        "arrivals": arrivals, "elapsed": elapsed,
+        "arrivals": arrivals, "accepted": accepted, "elapsed": elapsed,
     }
 
 
@@ -252,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qps", type=float, default=20.0)
     parser.add_argument("--ids", type=int, default=400)
     parser.add_argument("--max-concurrency", type=int, help="each worker's client cap")
+    parser.add_argument("--client-qps", help="the workers' limiter qps, or auto")
+    parser.add_argument("--seconds", type=float, help="stop each worker's crawl after this")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -263,7 +305,11 @@ def main(argv: list[str] | None = None) -> None:
     elif args.check:
         with contextlib.ExitStack() as stack:
             url = args.redis_url or stack.enter_context(redis_server())
-            out = run_workers(url, args.workers, args.qps, args.ids, args.max_concurrency)
+            out = run_workers(
+                url, args.workers, args.qps, args.ids, args.max_concurrency,
+                client_qps=None if args.client_qps is None else parse_qps(args.client_qps),
+                seconds=args.seconds,
+            )
         sys.stdout.write(msgspec.json.encode(out).decode() + "\n")
     else:
         print_table(run(args.quick, args.redis_url))

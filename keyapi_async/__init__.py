@@ -13,6 +13,7 @@ See README.md and docs/ for the guide.
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .caching import Cache, MemoryCache
 from .client import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -31,10 +32,12 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    CreditBudgetExceededError,
     DecodeError,
     EndpointNotFoundError,
     InvalidParameterError,
     KeyAPIError,
+    MalformedAnswerError,
     PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
@@ -43,8 +46,20 @@ from .errors import (
     ResponseTooLargeError,
     ServerError,
 )
+from .events import (
+    AttemptFinished,
+    AttemptStarted,
+    BatchCoalesced,
+    CacheHit,
+    Event,
+    PacingChanged,
+    RateLimited,
+    Retrying,
+)
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import ProductCategory, RankedVideo, RankType, VideoDetail, VideoRankField
+from .otel import OpenTelemetryHook
+from .redis_cache import RedisCache
 from .retrying import RetryPolicy
 from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink
 
@@ -59,21 +74,32 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "APIConnectionError",
     "APIUnreachableError",
+    "AttemptFinished",
+    "AttemptStarted",
     "AuthenticationError",
     "BadRequestError",
+    "BatchCoalesced",
+    "Cache",
+    "CacheHit",
     "ClientStats",
     "ConfigurationError",
     "CrawlReport",
+    "CreditBudgetExceededError",
     "CsvSink",
     "DecodeError",
     "DetailBatch",
     "EndpointNotFoundError",
+    "Event",
     "InvalidParameterError",
     "JsonlSink",
     "KeyAPIClient",
     "KeyAPIError",
     "LocalRateLimiter",
+    "MalformedAnswerError",
+    "MemoryCache",
     "MissingExtraError",
+    "OpenTelemetryHook",
+    "PacingChanged",
     "ParquetSink",
     "PermissionDeniedError",
     "ProductCategory",
@@ -82,12 +108,15 @@ __all__ = [
     "RankedVideo",
     "RankingPage",
     "RateLimitError",
+    "RateLimited",
     "RateLimiter",
     "RateLimiterUnavailableError",
     "RedirectError",
+    "RedisCache",
     "RedisRateLimiter",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "Retrying",
     "ServerError",
     "Sink",
     "VideoDetail",

@@ -30,7 +30,14 @@ from backoff.types import Details
 
 from .batching import IdSource, id_batches, list_batches, unique_ids
 from .concurrency import InFlightLimit
-from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
+from .decoding import (
+    DETAIL_DECODER,
+    RANKING_DECODER,
+    Decoded,
+    Envelope,
+    RepairLog,
+    decode_response,
+)
 from .errors import ConfigurationError, KeyAPIError, RateLimitError
 from .fanout import TaskWindow
 from .limiting import LocalRateLimiter, RateLimiter
@@ -38,6 +45,7 @@ from .models import RankedVideo, VideoDetail
 from .reachability import Reachability
 from .redaction import clean_text
 from .retrying import RetryPolicy
+from .salvage import failed_ids
 from .transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     Transport,
@@ -83,9 +91,11 @@ T = TypeVar("T")
 class DetailBatch:
     """The outcome of one detail request (up to 10 ids): the unit of accounting.
 
-    Exactly one of these holds: ``error`` is None and every id is in ``videos`` or
-    ``missing``; ``error`` is set (the batch failed after its retries, or hit a fatal
-    error); or ``sent`` is False (the call was aborted before this batch went out).
+    Exactly one of these holds: ``error`` is None and every id is in ``videos``,
+    ``missing`` or ``failed``; ``error`` is set (the batch failed after its retries, or hit
+    a fatal error); or ``sent`` is False (the call was aborted before this batch went out).
+    ``failed`` maps the ids whose record in this (paid, complete) answer could not be
+    decoded at all to the reason; such an answer is never retried.
     """
 
     ids: tuple[str, ...]
@@ -96,16 +106,23 @@ class DetailBatch:
     attempts: int = 0
     rate_limited: int = 0
     request_id: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RankingPage:
-    """One page of a ranking list, with its page number."""
+    """One page of a ranking list, with its page number.
+
+    ``failed`` maps the position (0-based, in the answer) of each item that could not be
+    decoded to the reason; ``items`` holds the others, in order. The page held
+    ``len(items) + len(failed)`` items.
+    """
 
     page_num: int
     items: list[RankedVideo]
     request_id: str | None = None
     attempts: int = 1
+    failed: dict[int, str] = field(default_factory=dict)
 
 
 class _Aborted(Exception):
@@ -151,12 +168,19 @@ def _halt(requests: dict[asyncio.Task[T], _Request]) -> None:
 
 @dataclass
 class ClientStats:
-    """Counters over the client's life: attempts sent, retries, 429s, errors by type."""
+    """Counters over the client's life: attempts sent, retries, 429s, errors by type.
+
+    ``coerced_values`` counts, by ``Model.field``, the values of paid answers that did not
+    fit their type and were read leniently or set to None (see the data model page);
+    ``undecodable_records`` counts the records that could not be decoded at all.
+    """
 
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    coerced_values: dict[str, int] = field(default_factory=dict)
+    undecodable_records: int = 0
 
 
 class KeyAPIClient:
@@ -253,6 +277,7 @@ class KeyAPIClient:
         self._retry = self.retry_policy.wrap(self._retry_attempt, self._before_retry)
         self.timeout = float(timeout)
         self.stats = ClientStats()
+        self._repairs = RepairLog(self.stats.coerced_values)
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_lock = threading.Lock()
@@ -350,7 +375,7 @@ class KeyAPIClient:
     async def _attempt(
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
-    ) -> tuple[list[T], str | None]:
+    ) -> Decoded[T]:
         """One attempt: slot, permit, send, decode (retries: see :meth:`_request`)."""
         if self._closed:
             raise closed_error()
@@ -374,12 +399,10 @@ class KeyAPIClient:
             request.on_wire = False
             inflight.release(None if started is None else loop.time() - started)
         try:
-            records, request_id = decode_response(
-                decoder, response.status, response.body, retry_after=response.retry_after
+            decoded = decode_response(
+                decoder, response.status, response.body, retry_after=response.retry_after,
+                repairs=self._repairs,
             )
-            if request_id is not None:  # server text: one line, bounded, for logs and files
-                request_id = clean_text(request_id, 128)
-            return records, request_id
         except KeyAPIError as exc:
             name = type(exc).__name__
             self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
@@ -387,6 +410,10 @@ class KeyAPIClient:
                 request.rate_limited += 1
                 self.stats.rate_limited += 1
             raise
+        self.stats.undecodable_records += len(decoded.failed)
+        if decoded.request_id is not None:  # server text: one line, bounded, for logs and files
+            decoded.request_id = clean_text(decoded.request_id, 128)
+        return decoded
 
     async def _before_retry(self, details: Details) -> None:
         exc = details.get("exception")
@@ -404,7 +431,7 @@ class KeyAPIClient:
     async def _retry_attempt(
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
-    ) -> tuple[list[T], str | None]:
+    ) -> Decoded[T]:
         """An attempt inside the retry loop; its first call replays the failure of the
         attempt made outside it, so the loop counts that attempt and waits before the next."""
         if request.replay is not None:
@@ -415,7 +442,7 @@ class KeyAPIClient:
     async def _request(
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
-    ) -> tuple[list[T], str | None]:
+    ) -> Decoded[T]:
         try:
             try:
                 # Most requests succeed at once: the first attempt skips the retry machinery,
@@ -425,7 +452,7 @@ class KeyAPIClient:
                 if not self.retry_policy.max_retries or self.retry_policy.should_give_up(exc):
                     raise
                 request.replay = exc
-            result: tuple[list[T], str | None] = await self._retry(path, params, decoder, request)
+            result: Decoded[T] = await self._retry(path, params, decoder, request)
         except KeyAPIError as exc:
             if exc.fatal and request.scope.fatal is None:
                 request.scope.fatal = exc
@@ -436,7 +463,7 @@ class KeyAPIClient:
 
     async def _detail_batch(self, ids: list[str], request: _Request) -> DetailBatch:
         try:
-            videos, request_id = await self._request(
+            decoded = await self._request(
                 DETAIL_PATH, {"video_ids": ",".join(ids)}, DETAIL_DECODER, request
             )
         except _Aborted:
@@ -446,9 +473,11 @@ class KeyAPIClient:
                 tuple(ids), error=exc, attempts=request.attempts,
                 rate_limited=request.rate_limited, request_id=exc.request_id,
             )
+        videos, request_id = decoded.records, decoded.request_id
         found = {v.video_id for v in videos}
-        missing = tuple(i for i in ids if i not in found)
-        if not len(videos) == len(found) == len(ids) - len(missing):
+        failed = failed_ids(ids, found, decoded.failed) if decoded.failed else {}
+        missing = tuple(i for i in ids if i not in found and i not in failed)
+        if not len(videos) == len(found) == len(ids) - len(missing) - len(failed):
             # A repeated record, one not asked for, or one without an id: every path that
             # yields records starts here, so each yields only ids asked, once each.
             asked = set(ids)
@@ -461,7 +490,7 @@ class KeyAPIClient:
             logger.debug("ids unknown to the API (request id %s): %s", request_id, missing)
         return DetailBatch(
             tuple(ids), videos, missing, attempts=request.attempts,
-            rate_limited=request.rate_limited, request_id=request_id,
+            rate_limited=request.rate_limited, request_id=request_id, failed=failed,
         )
 
     def iter_detail_batches(
@@ -518,14 +547,18 @@ class KeyAPIClient:
             async for result in results:
                 if result.error is not None:
                     raise result.error
+                if result.failed:
+                    _warn_skipped("ids", list(result.failed), result.failed, result.request_id)
                 for video in result.videos:
                     yield video
 
     def iter_video_details(self, ids: IdSource) -> AsyncGenerator[VideoDetail, None]:
         """Yield VideoDetails as their batches complete (ids pulled lazily, deduplicated).
 
-        Ids the API does not know are skipped (logged at DEBUG). Raises the first error a
-        batch could not recover from; use :meth:`iter_detail_batches` to carry on past them.
+        Ids the API does not know are skipped (logged at DEBUG), and so are ids whose record
+        in a paid answer could not be decoded at all (logged at WARNING). Raises the first
+        error a batch could not recover from; use :meth:`iter_detail_batches` to carry on
+        past them and to see every id's outcome.
         """
         return self._videos(id_batches(ids))
 
@@ -547,10 +580,13 @@ class KeyAPIClient:
     async def _ranking_page(
         self, query: RankingQuery, page_num: int, page_size: int, request: _Request
     ) -> RankingPage:
-        items, request_id = await self._request(
+        decoded = await self._request(
             RANKING_PATH, query.params(page_num, page_size), RANKING_DECODER, request
         )
-        return RankingPage(page_num, items, request_id, request.attempts)
+        failed = {f.position: f.reason for f in decoded.failed}
+        return RankingPage(
+            page_num, decoded.records, decoded.request_id, request.attempts, failed=failed
+        )
 
     async def video_ranking(
         self,
@@ -576,6 +612,8 @@ class KeyAPIClient:
         )
         page_num, page_size = check_page(page_num, page_size)
         page = await self._ranking_page(query, page_num, page_size, _Request(_CallScope()))
+        if page.failed:
+            _warn_skipped("items", list(page.failed), page.failed, page.request_id)
         return page.items
 
     async def iter_ranking_pages(
@@ -642,7 +680,7 @@ class KeyAPIClient:
                 except (asyncio.CancelledError, _Aborted):
                     last = min(last, page_num - 1)  # given up: the list stops before it
                     continue
-                if len(page.items) < page_size:
+                if len(page.items) + len(page.failed) < page_size:
                     # The end: pages after this one are empty. Cancel those not yet answered.
                     last = min(last, page_num)
                     for other, (num, _) in requests.items():
@@ -674,5 +712,17 @@ class KeyAPIClient:
         )
         async with aclosing(pages):
             async for page in pages:
+                if page.failed:
+                    _warn_skipped("items", list(page.failed), page.failed, page.request_id)
                 for item in page.items:
                     yield item
+
+
+def _warn_skipped(
+    what: str, keys: list[Any], reasons: dict[Any, str], request_id: str | None
+) -> None:
+    """Say that records a paid answer could not decode are left out (they are not retried)."""
+    logger.warning(
+        "skipping %d %s whose record could not be decoded (request id %s): %s; first reason: %s",
+        len(keys), what, request_id, keys, reasons[keys[0]],
+    )

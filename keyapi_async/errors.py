@@ -17,10 +17,12 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "CreditBudgetExceededError",
     "DecodeError",
     "EndpointNotFoundError",
     "InvalidParameterError",
     "KeyAPIError",
+    "MalformedAnswerError",
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
@@ -184,6 +186,74 @@ class DecodeError(KeyAPIError):
     hint = "the answer was not the documented JSON; retried, report the request id if it persists"
 
 
+class MalformedAnswerError(DecodeError):
+    """A complete answer with code 0 whose ``data`` is not a list of records. Not retried.
+
+    The answer was paid for and the same one would come back, so retrying only spends
+    credits. (Single records that cannot be decoded do not raise: they are reported per id,
+    see :attr:`DetailBatch.failed`.)
+    """
+
+    retryable = False
+    hint = "the API answered in a shape this SDK does not know; report the request id"
+
+
+def error_for_code(
+    code: int,
+    message: str,
+    *,
+    status: int | None,
+    request_id: str | None,
+    retry_after: float | None = None,
+) -> KeyAPIError:
+    """Map an API error code (body code, or HTTP status when the body has none) to its error."""
+    if code == 429:
+        return RateLimitError(
+            message, status=status, code=code, request_id=request_id, retry_after=retry_after
+        )
+    cls: type[KeyAPIError]
+    if code == 400:
+        cls = BadRequestError
+    elif code == 401:
+        cls = AuthenticationError
+    elif code == 402:
+        cls = QuotaExceededError
+    elif code == 403:
+        cls = PermissionDeniedError
+    elif code >= 500:
+        cls = ServerError
+    else:
+        cls = KeyAPIError
+    return cls(message, status=status, code=code, request_id=request_id)
+
+
+class CreditBudgetExceededError(KeyAPIError):
+    """The client's credit budget (``max_credits``) is spent: nothing more will be sent.
+
+    Fatal: the call stops starting requests, and no request ever started that could have
+    taken the total past the budget (retries included). ``max_credits`` is the budget,
+    ``spent`` the credits it counts as used: charged ones, plus those whose answer was lost
+    or damaged and may have been charged. A crawl counts the ids left as not attempted.
+    """
+
+    fatal = True
+    hint = "raise max_credits= (the budget is per client), or resume the crawl with a new budget"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_credits: int | None = None,
+        spent: int | None = None,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.max_credits = max_credits
+        self.spent = spent
+
+
 class PermissionDeniedError(KeyAPIError):
     """HTTP/code 403: the key may not use this endpoint, or its plan's quota is used up.
 
@@ -272,35 +342,6 @@ class EndpointNotFoundError(KeyAPIError):
         "base_url should be the API root, such as https://api.keyapi.ai, without a path "
         "such as /v1; check base_url (or KEYAPI_BASE_URL) and any proxy"
     )
-
-
-def error_for_code(
-    code: int,
-    message: str,
-    *,
-    status: int | None,
-    request_id: str | None,
-    retry_after: float | None = None,
-) -> KeyAPIError:
-    """Map an API error code (body code, or HTTP status when the body has none) to its error."""
-    if code == 429:
-        return RateLimitError(
-            message, status=status, code=code, request_id=request_id, retry_after=retry_after
-        )
-    cls: type[KeyAPIError]
-    if code == 400:
-        cls = BadRequestError
-    elif code == 401:
-        cls = AuthenticationError
-    elif code == 402:
-        cls = QuotaExceededError
-    elif code == 403:
-        cls = PermissionDeniedError
-    elif code >= 500:
-        cls = ServerError
-    else:
-        cls = KeyAPIError
-    return cls(message, status=status, code=code, request_id=request_id)
 
 
 def error_for_status(

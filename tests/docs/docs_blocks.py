@@ -1,6 +1,6 @@
 """Finding the code blocks of docs/*.md, with the markers that say how to run them.
 
-Conventions, documented for writers in docs/index.md ("About the examples"):
+Conventions, documented for writers in CONTRIBUTING.md ("Writing the documentation pages"):
 
 * every fenced ``python`` block runs, in page order, each in a fresh namespace; the blocks
   of one page share a temporary working directory, so a block may read a file an earlier
@@ -17,12 +17,15 @@ Conventions, documented for writers in docs/index.md ("About the examples"):
 
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+#: The README's quick start must run as written too (its blocks follow the same markers).
+README = DOCS.parent / "README.md"
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<ticks>`{3,})(?P<info>.*)$")
 _TITLE = re.compile(r'title="(?P<title>[^"]+)"')
@@ -49,14 +52,19 @@ class Block:
 
 
 def pages() -> list[Path]:
-    """Every Markdown page under docs/, sorted."""
-    return sorted(DOCS.rglob("*.md"))
+    """Every Markdown page under docs/, sorted, then the README."""
+    return [*sorted(DOCS.rglob("*.md")), README]
+
+
+def page_name(page: Path) -> str:
+    """A page's path relative to docs/ (``../README.md`` for the README)."""
+    return Path(os.path.relpath(page, DOCS)).as_posix()
 
 
 def blocks(page: Path) -> list[Block]:
     """The fenced blocks of ``page`` (any language), in order."""
     lines = page.read_text(encoding="utf-8").splitlines()
-    rel = page.relative_to(DOCS).as_posix()
+    rel = page_name(page)
     found: list[Block] = []
     i = 0
     while i < len(lines):

@@ -28,7 +28,7 @@ import pytest
 
 from keyapi_async.testing import FakeKeyAPI
 
-from .docs_blocks import DOCS, Block, pages, python_blocks
+from .docs_blocks import Block, page_name, pages, python_blocks
 
 #: The fake's ranking lists are short here so that examples crawling a whole list stay fast.
 RANKING_LENGTH = 45
@@ -125,7 +125,7 @@ def _run_pytest_file(block: Block, workdir: Path) -> str:
 PAGES = [p for p in pages() if python_blocks(p)]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
+@pytest.mark.parametrize("page", PAGES, ids=page_name)
 def test_page_examples_run(
     page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
