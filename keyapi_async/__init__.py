@@ -13,8 +13,10 @@ See README.md and docs/ for the guide.
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
+from .caching import Cache, MemoryCache
 from .client import (
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_QPS,
     DEFAULT_TIMEOUT,
@@ -26,19 +28,38 @@ from .client import (
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import (
     APIConnectionError,
+    APIUnreachableError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
+    CreditBudgetExceededError,
     DecodeError,
+    EndpointNotFoundError,
     InvalidParameterError,
     KeyAPIError,
+    MalformedAnswerError,
+    PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
     RateLimiterUnavailableError,
+    RedirectError,
+    ResponseTooLargeError,
     ServerError,
+)
+from .events import (
+    AttemptFinished,
+    AttemptStarted,
+    BatchCoalesced,
+    CacheHit,
+    Event,
+    PacingChanged,
+    RateLimited,
+    Retrying,
 )
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import ProductCategory, RankedVideo, RankType, VideoDetail, VideoRankField
+from .otel import OpenTelemetryHook
+from .redis_cache import RedisCache
 from .retrying import RetryPolicy
 from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink
 
@@ -48,25 +69,40 @@ if TYPE_CHECKING:  # at run time, loaded on first use by __getattr__ below
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_QPS",
     "DEFAULT_TIMEOUT",
     "APIConnectionError",
+    "APIUnreachableError",
+    "AttemptFinished",
+    "AttemptStarted",
     "AuthenticationError",
     "BadRequestError",
+    "BatchCoalesced",
+    "Cache",
+    "CacheHit",
     "ClientStats",
     "ConfigurationError",
     "CrawlReport",
+    "CreditBudgetExceededError",
     "CsvSink",
     "DecodeError",
     "DetailBatch",
+    "EndpointNotFoundError",
+    "Event",
     "InvalidParameterError",
     "JsonlSink",
     "KeyAPIClient",
     "KeyAPIError",
     "LocalRateLimiter",
+    "MalformedAnswerError",
+    "MemoryCache",
     "MissingExtraError",
+    "OpenTelemetryHook",
+    "PacingChanged",
     "ParquetSink",
+    "PermissionDeniedError",
     "PostgresSink",
     "ProductCategory",
     "QuotaExceededError",
@@ -74,10 +110,15 @@ __all__ = [
     "RankedVideo",
     "RankingPage",
     "RateLimitError",
+    "RateLimited",
     "RateLimiter",
     "RateLimiterUnavailableError",
+    "RedirectError",
+    "RedisCache",
     "RedisRateLimiter",
+    "ResponseTooLargeError",
     "RetryPolicy",
+    "Retrying",
     "ServerError",
     "Sink",
     "VideoDetail",

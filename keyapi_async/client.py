@@ -6,15 +6,18 @@ Every request takes the same path, each stage in the module named after it::
       -> retrying( concurrency slot -> limiting permit -> transport -> decoding )
 
 A permit is taken just before the request goes on the wire, and every retry takes a new
-one, so the rate limiter sees every start. A 401 or 402 ends the whole call: requests
-already on the wire finish (their answers are paid for), no new one starts.
+one, so the rate limiter sees every start. A fatal error (401, 402, 403, a redirect, a bare
+404, an unreachable API) ends the whole call: requests already on the wire finish (their
+answers are paid for), no new one starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import threading
 import warnings
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
@@ -27,17 +30,35 @@ from backoff.types import Details
 
 from .batching import IdSource, id_batches, list_batches, unique_ids
 from .concurrency import InFlightLimit
-from .decoding import DETAIL_DECODER, RANKING_DECODER, Envelope, decode_response
+from .decoding import (
+    DETAIL_DECODER,
+    RANKING_DECODER,
+    Decoded,
+    Envelope,
+    RepairLog,
+    decode_response,
+)
 from .errors import ConfigurationError, KeyAPIError, RateLimitError
 from .fanout import TaskWindow
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import RankedVideo, VideoDetail
+from .reachability import Reachability
+from .redaction import clean_text
 from .retrying import RetryPolicy
-from .transport import Secret, Transport, check_base_url
+from .salvage import failed_ids
+from .transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Transport,
+    check_api_key,
+    check_base_url,
+    closed_error,
+    resolve_proxy,
+)
 from .validation import MAX_PAGE_NUM, RankingQuery, check_max_pages, check_page, ranking_query
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_QPS",
     "DEFAULT_TIMEOUT",
@@ -57,6 +78,8 @@ DEFAULT_QPS: Final = 5.0
 DEFAULT_MAX_RETRIES: Final = 4
 #: Seconds for one attempt, connect to last byte.
 DEFAULT_TIMEOUT: Final = 30.0
+#: Longest timeout accepted: a day (a larger one overflows timers at the first request).
+_MAX_TIMEOUT: Final = 86_400.0
 
 DETAIL_PATH: Final = "/v1/tiktok/video/detail/analytics"
 RANKING_PATH: Final = "/v1/tiktok/video/ranking/analytics"
@@ -68,9 +91,11 @@ T = TypeVar("T")
 class DetailBatch:
     """The outcome of one detail request (up to 10 ids): the unit of accounting.
 
-    Exactly one of these holds: ``error`` is None and every id is in ``videos`` or
-    ``missing``; ``error`` is set (the batch failed after its retries, or hit a fatal
-    error); or ``sent`` is False (the call was aborted before this batch went out).
+    Exactly one of these holds: ``error`` is None and every id is in ``videos``,
+    ``missing`` or ``failed``; ``error`` is set (the batch failed after its retries, or hit
+    a fatal error); or ``sent`` is False (the call was aborted before this batch went out).
+    ``failed`` maps the ids whose record in this (paid, complete) answer could not be
+    decoded at all to the reason; such an answer is never retried.
     """
 
     ids: tuple[str, ...]
@@ -81,16 +106,23 @@ class DetailBatch:
     attempts: int = 0
     rate_limited: int = 0
     request_id: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RankingPage:
-    """One page of a ranking list, with its page number."""
+    """One page of a ranking list, with its page number.
+
+    ``failed`` maps the position (0-based, in the answer) of each item that could not be
+    decoded to the reason; ``items`` holds the others, in order. The page held
+    ``len(items) + len(failed)`` items.
+    """
 
     page_num: int
     items: list[RankedVideo]
     request_id: str | None = None
     attempts: int = 1
+    failed: dict[int, str] = field(default_factory=dict)
 
 
 class _Aborted(Exception):
@@ -136,12 +168,19 @@ def _halt(requests: dict[asyncio.Task[T], _Request]) -> None:
 
 @dataclass
 class ClientStats:
-    """Counters over the client's life: attempts sent, retries, 429s, errors by type."""
+    """Counters over the client's life: attempts sent, retries, 429s, errors by type.
+
+    ``coerced_values`` counts, by ``Model.field``, the values of paid answers that did not
+    fit their type and were read leniently or set to None (see the data model page);
+    ``undecodable_records`` counts the records that could not be decoded at all.
+    """
 
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    coerced_values: dict[str, int] = field(default_factory=dict)
+    undecodable_records: int = 0
 
 
 class KeyAPIClient:
@@ -162,6 +201,22 @@ class KeyAPIClient:
         rate_limiter: Another :class:`RateLimiter` (one shared across processes, say);
             when given, ``qps`` is taken from it.
         retry_policy: Backoff details; an explicit ``max_retries`` overrides its count.
+        max_response_bytes: Largest answer accepted, as sent and once decompressed
+            (default 4 MiB; a 10-record answer is about 10 KB). A larger one raises
+            :class:`ResponseTooLargeError` after reading only that much.
+        proxy: HTTP(S) proxy URL, ``http://[user:password@]host:port``. By default the
+            ``HTTPS_PROXY`` / ``HTTP_PROXY`` environment variables are honoured (with
+            ``NO_PROXY``), except for a loopback ``base_url``. Credentials never appear
+            in a repr, log or error.
+
+    Attempts that get no answer at all, one after another (10 in a row, and, once the API
+    has answered, for longer than a request's own retries can wait), end the call with
+    :class:`APIUnreachableError` instead of retrying every id.
+
+    A client belongs to one event loop at a time: using it from another thread's loop is
+    refused (:class:`ConfigurationError`), while a new loop after the previous one closed
+    (two successive ``asyncio.run`` calls) is fine: the session and the default rate
+    limiter are rebuilt in it (a ``rate_limiter`` you pass must itself suit the new loop).
     """
 
     def __init__(
@@ -175,26 +230,44 @@ class KeyAPIClient:
         timeout: float = DEFAULT_TIMEOUT,
         rate_limiter: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        proxy: str | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("KEYAPI_API_KEY")
-        if not key or not key.strip():
-            raise ConfigurationError(
-                "no API key: pass api_key= or set the KEYAPI_API_KEY environment variable"
-            )
+        key = check_api_key(api_key if api_key is not None else os.environ.get("KEYAPI_API_KEY"))
         policy = retry_policy or RetryPolicy()
         if max_retries is None:
             max_retries = policy.max_retries
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigurationError(f"timeout must be a positive number, got {timeout!r}")
+        if (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not (math.isfinite(timeout) and 0 < timeout <= _MAX_TIMEOUT)
+        ):
+            raise ConfigurationError(
+                f"timeout must be a number of seconds in (0, {_MAX_TIMEOUT:g}], got {timeout!r}"
+            )
+        if (
+            isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int)
+            or max_response_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_response_bytes must be a positive int, got {max_response_bytes!r}"
+            )
         try:
             self._limiter: RateLimiter = rate_limiter or LocalRateLimiter(qps)
             self._inflight = InFlightLimit(self._limiter.qps, max_concurrency)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        url = base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL
-        self._transport = Transport(check_base_url(url), Secret(key.strip()), float(timeout))
+        self._owns_limiter = rate_limiter is None
+        self._max_concurrency = max_concurrency
+        url = check_base_url(base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL)
+        # Patience before giving up on an API that never answers: the longest a single
+        # request's retries can wait (the backoff ceilings), see reachability.py.
+        patience = sum(min(policy.max_delay, policy.base_delay * 2**n) for n in range(max_retries))
+        self._transport = Transport(
+            url, key, float(timeout), max_response_bytes=max_response_bytes,
+            proxy=resolve_proxy(url, proxy), reachability=Reachability(patience=patience),
+        )
         self.retry_policy = RetryPolicy(
             max_retries=max_retries,
             base_delay=policy.base_delay,
@@ -204,7 +277,10 @@ class KeyAPIClient:
         self._retry = self.retry_policy.wrap(self._retry_attempt, self._before_retry)
         self.timeout = float(timeout)
         self.stats = ClientStats()
+        self._repairs = RepairLog(self.stats.coerced_values)
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -223,6 +299,16 @@ class KeyAPIClient:
         """The current cap on requests in flight (fixed, or derived from latency)."""
         return self._inflight.limit
 
+    @property
+    def max_response_bytes(self) -> int:
+        """Largest answer accepted, in bytes, as sent and once decompressed."""
+        return self._transport.max_response_bytes
+
+    @property
+    def proxy(self) -> str | None:
+        """The proxy requests go through (without credentials), or None."""
+        return None if self._transport.proxy is None else self._transport.proxy.url
+
     async def __aenter__(self) -> KeyAPIClient:
         return self
 
@@ -235,9 +321,36 @@ class KeyAPIClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session. The client cannot be used afterwards."""
+        """Close the HTTP session. The client cannot be used afterwards: requests still
+        waiting for a slot or a permit end the call, and no new session is opened."""
         self._closed = True
         await self._transport.close()
+
+    def _bind_loop(self) -> None:
+        """Tie the client to the running loop; rebuild loop-bound state if the loop it was
+        used in has closed since, refuse if that loop is still open (another thread)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:  # the usual case: one identity test
+            return
+        with self._loop_lock:  # two threads binding at once: one wins, the other is refused
+            previous = self._loop
+            if previous is loop:
+                return
+            if previous is not None:
+                if not previous.is_closed():
+                    error = ConfigurationError(
+                        "this KeyAPIClient is in use by another event loop (another thread, "
+                        "or a loop still open); create one client per thread or event loop"
+                    )
+                    error.fatal = True
+                    raise error
+                # A new loop after the old one closed (successive asyncio.run calls): the
+                # session went with the old loop; locks and waiters are bound to it.
+                self._transport.forget_session()
+                if self._owns_limiter:
+                    self._limiter = LocalRateLimiter(self._limiter.qps)
+                self._inflight = InFlightLimit(self._limiter.qps, self._max_concurrency)
+            self._loop = loop
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         # Only a session that was opened holds sockets; one never used needs no closing.
@@ -251,9 +364,10 @@ class KeyAPIClient:
     def __repr__(self) -> str:
         if not hasattr(self, "_transport"):  # __init__ refused its arguments
             return "KeyAPIClient(<not configured>)"
+        proxy = "" if self.proxy is None else f", proxy={self.proxy!r}"
         return (
             f"KeyAPIClient(base_url={self.base_url!r}, qps={self.qps:g}, "
-            f"max_concurrency={self._inflight.limit}, api_key='***')"
+            f"max_concurrency={self._inflight.limit}{proxy}, api_key='***')"
         )
 
     # -- the pipeline ----------------------------------------------------------------
@@ -261,17 +375,21 @@ class KeyAPIClient:
     async def _attempt(
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
-    ) -> tuple[list[T], str | None]:
+    ) -> Decoded[T]:
         """One attempt: slot, permit, send, decode (retries: see :meth:`_request`)."""
         if self._closed:
-            raise ConfigurationError("the client is closed; create a new KeyAPIClient")
+            raise closed_error()
+        self._bind_loop()
         loop = asyncio.get_running_loop()
-        await self._inflight.acquire()
+        inflight = self._inflight
+        await inflight.acquire()
         started: float | None = None
         try:
             await self._limiter.acquire()
             if request.scope.halted:
                 raise _Aborted
+            if self._closed:  # closed while this attempt waited
+                raise closed_error()
             started = loop.time()
             request.attempts += 1
             self.stats.requests += 1
@@ -279,10 +397,11 @@ class KeyAPIClient:
             response = await self._transport.get(path, params)
         finally:
             request.on_wire = False
-            self._inflight.release(None if started is None else loop.time() - started)
+            inflight.release(None if started is None else loop.time() - started)
         try:
-            return decode_response(
-                decoder, response.status, response.body, retry_after=response.retry_after
+            decoded = decode_response(
+                decoder, response.status, response.body, retry_after=response.retry_after,
+                repairs=self._repairs,
             )
         except KeyAPIError as exc:
             name = type(exc).__name__
@@ -291,6 +410,10 @@ class KeyAPIClient:
                 request.rate_limited += 1
                 self.stats.rate_limited += 1
             raise
+        self.stats.undecodable_records += len(decoded.failed)
+        if decoded.request_id is not None:  # server text: one line, bounded, for logs and files
+            decoded.request_id = clean_text(decoded.request_id, 128)
+        return decoded
 
     async def _before_retry(self, details: Details) -> None:
         exc = details.get("exception")
@@ -308,7 +431,7 @@ class KeyAPIClient:
     async def _retry_attempt(
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
-    ) -> tuple[list[T], str | None]:
+    ) -> Decoded[T]:
         """An attempt inside the retry loop; its first call replays the failure of the
         attempt made outside it, so the loop counts that attempt and waits before the next."""
         if request.replay is not None:
@@ -319,7 +442,7 @@ class KeyAPIClient:
     async def _request(
         self, path: str, params: dict[str, str], decoder: msgspec.json.Decoder[Envelope[T]],
         request: _Request,
-    ) -> tuple[list[T], str | None]:
+    ) -> Decoded[T]:
         try:
             try:
                 # Most requests succeed at once: the first attempt skips the retry machinery,
@@ -329,7 +452,7 @@ class KeyAPIClient:
                 if not self.retry_policy.max_retries or self.retry_policy.should_give_up(exc):
                     raise
                 request.replay = exc
-            result: tuple[list[T], str | None] = await self._retry(path, params, decoder, request)
+            result: Decoded[T] = await self._retry(path, params, decoder, request)
         except KeyAPIError as exc:
             if exc.fatal and request.scope.fatal is None:
                 request.scope.fatal = exc
@@ -340,7 +463,7 @@ class KeyAPIClient:
 
     async def _detail_batch(self, ids: list[str], request: _Request) -> DetailBatch:
         try:
-            videos, request_id = await self._request(
+            decoded = await self._request(
                 DETAIL_PATH, {"video_ids": ",".join(ids)}, DETAIL_DECODER, request
             )
         except _Aborted:
@@ -350,13 +473,24 @@ class KeyAPIClient:
                 tuple(ids), error=exc, attempts=request.attempts,
                 rate_limited=request.rate_limited, request_id=exc.request_id,
             )
+        videos, request_id = decoded.records, decoded.request_id
         found = {v.video_id for v in videos}
-        missing = tuple(i for i in ids if i not in found)
+        failed = failed_ids(ids, found, decoded.failed) if decoded.failed else {}
+        missing = tuple(i for i in ids if i not in found and i not in failed)
+        if not len(videos) == len(found) == len(ids) - len(missing) - len(failed):
+            # A repeated record, one not asked for, or one without an id: every path that
+            # yields records starts here, so each yields only ids asked, once each.
+            asked = set(ids)
+            first: dict[str, VideoDetail] = {}
+            for video in videos:  # the slow path only: a clean answer skips it
+                if video.video_id in asked:
+                    first.setdefault(video.video_id, video)
+            videos = list(first.values())
         if missing:
             logger.debug("ids unknown to the API (request id %s): %s", request_id, missing)
         return DetailBatch(
             tuple(ids), videos, missing, attempts=request.attempts,
-            rate_limited=request.rate_limited, request_id=request_id,
+            rate_limited=request.rate_limited, request_id=request_id, failed=failed,
         )
 
     def iter_detail_batches(
@@ -376,6 +510,7 @@ class KeyAPIClient:
         self, batches: AsyncGenerator[list[str], None], stop: asyncio.Event | None
     ) -> AsyncGenerator[DetailBatch, None]:
         """Run one request per batch of valid ids, at most the in-flight cap at a time."""
+        self._bind_loop()
         scope = _CallScope(stop)
         window: TaskWindow[DetailBatch] = TaskWindow()
         requests: dict[asyncio.Task[DetailBatch], tuple[list[str], _Request]] = {}
@@ -412,14 +547,18 @@ class KeyAPIClient:
             async for result in results:
                 if result.error is not None:
                     raise result.error
+                if result.failed:
+                    _warn_skipped("ids", list(result.failed), result.failed, result.request_id)
                 for video in result.videos:
                     yield video
 
     def iter_video_details(self, ids: IdSource) -> AsyncGenerator[VideoDetail, None]:
         """Yield VideoDetails as their batches complete (ids pulled lazily, deduplicated).
 
-        Ids the API does not know are skipped (logged at DEBUG). Raises the first error a
-        batch could not recover from; use :meth:`iter_detail_batches` to carry on past them.
+        Ids the API does not know are skipped (logged at DEBUG), and so are ids whose record
+        in a paid answer could not be decoded at all (logged at WARNING). Raises the first
+        error a batch could not recover from; use :meth:`iter_detail_batches` to carry on
+        past them and to see every id's outcome.
         """
         return self._videos(id_batches(ids))
 
@@ -441,10 +580,13 @@ class KeyAPIClient:
     async def _ranking_page(
         self, query: RankingQuery, page_num: int, page_size: int, request: _Request
     ) -> RankingPage:
-        items, request_id = await self._request(
+        decoded = await self._request(
             RANKING_PATH, query.params(page_num, page_size), RANKING_DECODER, request
         )
-        return RankingPage(page_num, items, request_id, request.attempts)
+        failed = {f.position: f.reason for f in decoded.failed}
+        return RankingPage(
+            page_num, decoded.records, decoded.request_id, request.attempts, failed=failed
+        )
 
     async def video_ranking(
         self,
@@ -470,6 +612,8 @@ class KeyAPIClient:
         )
         page_num, page_size = check_page(page_num, page_size)
         page = await self._ranking_page(query, page_num, page_size, _Request(_CallScope()))
+        if page.failed:
+            _warn_skipped("items", list(page.failed), page.failed, page.request_id)
         return page.items
 
     async def iter_ranking_pages(
@@ -502,6 +646,7 @@ class KeyAPIClient:
         )
         start_page, page_size = check_page(start_page, page_size)
         max_pages = check_max_pages(max_pages)
+        self._bind_loop()
         last = MAX_PAGE_NUM if max_pages is None else min(MAX_PAGE_NUM, start_page + max_pages - 1)
 
         scope = _CallScope(stop)
@@ -535,7 +680,7 @@ class KeyAPIClient:
                 except (asyncio.CancelledError, _Aborted):
                     last = min(last, page_num - 1)  # given up: the list stops before it
                     continue
-                if len(page.items) < page_size:
+                if len(page.items) + len(page.failed) < page_size:
                     # The end: pages after this one are empty. Cancel those not yet answered.
                     last = min(last, page_num)
                     for other, (num, _) in requests.items():
@@ -567,5 +712,17 @@ class KeyAPIClient:
         )
         async with aclosing(pages):
             async for page in pages:
+                if page.failed:
+                    _warn_skipped("items", list(page.failed), page.failed, page.request_id)
                 for item in page.items:
                     yield item
+
+
+def _warn_skipped(
+    what: str, keys: list[Any], reasons: dict[Any, str], request_id: str | None
+) -> None:
+    """Say that records a paid answer could not decode are left out (they are not retried)."""
+    logger.warning(
+        "skipping %d %s whose record could not be decoded (request id %s): %s; first reason: %s",
+        len(keys), what, request_id, keys, reasons[keys[0]],
+    )

@@ -23,10 +23,11 @@ from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from .client import DetailBatch, KeyAPIClient
+from .client import DetailBatch, KeyAPIClient, RankingPage
 from .crawlstate import CrawlState, MissingLog, load_state, save_state
 from .errors import InvalidParameterError, KeyAPIError
 from .idset import CompactIdSet
+from .models import RankedVideo
 from .sinks import FileSink, Sink
 from .validation import MAX_PAGE_SIZE, check_max_pages, check_page, ranking_query, video_id
 
@@ -331,7 +332,9 @@ async def crawl_video_details(
     ``ids`` is read lazily (a collection is validated whole first; an iterator that turns
     out to hold a bad id stops the crawl, which raises InvalidParameterError with the
     partial report as ``err.report``). Each id is requested once. A batch that fails after
-    its retries puts its ids in ``report.failed`` and the crawl goes on; a 401 or 402 ends
+    its retries puts its ids in ``report.failed`` and the crawl goes on, and so does an id
+    whose record in a paid answer could not be decoded (reason ``"undecodable record:
+    ..."``; the answer is not retried, a resume asks for the id again); a 401 or 402 ends
     it: the records fetched are stored, the state written, and the error raised with the
     partial report attached as ``err.report``.
 
@@ -434,13 +437,10 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
             report.failed[vid] = reason
         return
     report.credits_spent += 1
-    videos = batch.videos
-    found = len(batch.ids) - len(batch.missing)
-    if len(videos) != found:
-        # The answer repeated a record or carried one not asked for: keep one per id asked.
-        asked = set(batch.ids)
-        unique = {v.video_id: v for v in videos if v.video_id in asked}
-        videos = list(unique.values())
+    videos = batch.videos  # one record per id asked: the client filters where it makes batches
+    # Ids whose record could not be decoded: failed, with the reason (never retried here).
+    report.failed.update(batch.failed)
+    found = len(batch.ids) - len(batch.missing) - len(batch.failed)
     if videos:
         await outputs.sink.write(videos)
     if batch.missing and outputs.missing is not None:
@@ -449,6 +449,20 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
         await write_missing(batch.missing)
     report.fetched += found
     report.missing += len(batch.missing)
+
+
+def _with_placeholders(page: RankingPage, page_size: int, report: CrawlReport) -> list[Any]:
+    """The page's records, with an empty record holding the place of each item that could
+    not be decoded: line n of the output stays rank n, and a resume counts pages right.
+    The item is in ``report.failed`` as ``"rank N"`` (the page is paid: never refetched)."""
+    if not page.failed:
+        return page.items
+    records: list[Any] = list(page.items)
+    for position in sorted(page.failed):
+        records.insert(position, RankedVideo())
+        rank = (page.page_num - 1) * page_size + position + 1
+        report.failed[f"rank {rank}"] = f"undecodable record: {page.failed[position]}"
+    return records
 
 
 async def crawl_video_ranking(
@@ -474,7 +488,9 @@ async def crawl_video_ranking(
     sink) the crawl starts after the last page already stored: the records in the output
     say how many pages are done. A page that fails after its retries ends the crawl (a
     list cannot skip a page): the error is raised with the partial report as
-    ``err.report``, and a re-run continues from there.
+    ``err.report``, and a re-run continues from there. An item of a paid page that could
+    not be decoded is stored as an empty record (so that line n stays rank n) and listed
+    in ``report.failed`` as ``"rank N"``; its page is not fetched again.
     """
     query = ranking_query(
         date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
@@ -519,14 +535,15 @@ async def crawl_video_ranking(
                     except KeyAPIError as exc:
                         error = exc
                         break
-                    if page.items:
-                        await sink.write(page.items)
+                    records = _with_placeholders(page, page_size, report)
+                    if records:
+                        await sink.write(records)
                     report.credits_spent += 1
                     report.pages += 1
                     report.fetched += len(page.items)
-                    report.requested += len(page.items)
+                    report.requested += len(records)
                     outputs.state.pages_done += 1
-                    if len(page.items) < page_size:
+                    if len(records) < page_size:
                         complete = True
                     outputs.save()
                     counters.update(report)

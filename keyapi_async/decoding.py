@@ -2,11 +2,17 @@
 
 Each endpoint has one module-level ``msgspec.json.Decoder`` typed to its envelope
 ``{code, message, data, requestId}``; a body is decoded exactly once on the fast path.
-Two slow paths exist for what the upstream really sends:
 
-* raw control characters inside strings (strict JSON forbids them): only when the fast
-  decode fails and the body holds such bytes, they are escaped and the body decoded again;
-* error answers whose ``data`` is not a list: the envelope is decoded without ``data``.
+Only when that decode fails does anything else run, and what depends on the body:
+
+* not complete JSON (truncated or garbled in transit): :class:`DecodeError`, retried;
+* complete, with a non-zero code: the typed error of that code;
+* complete, with code 0: the answer was paid for and would come back the same, so it is
+  never retried for its content. :mod:`keyapi_async.salvage` repairs the text (raw control
+  characters, lone UTF-16 surrogates, invalid UTF-8) and reads the records one by one,
+  leniently where needed; records that cannot be decoded at all are returned in
+  :attr:`Decoded.failed` (a ``data`` that is not a list at all raises
+  :class:`MalformedAnswerError`, which is not retried either).
 
 The envelope ``code`` is authoritative: HTTP 200 carrying ``{"code": 429}`` is a 429.
 """
@@ -14,14 +20,31 @@ The envelope ``code`` is authoritative: HTTP 200 carrying ``{"code": 429}`` is a
 from __future__ import annotations
 
 import re
-from typing import Generic, TypeVar
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar, get_args
 
 import msgspec
 
-from .errors import DecodeError, KeyAPIError, error_for_code
+from .errors import (
+    DecodeError,
+    KeyAPIError,
+    MalformedAnswerError,
+    error_for_code,
+    error_for_status,
+)
 from .models import RankedVideo, VideoDetail
+from .salvage import SALVAGERS, RecordFailure, RepairLog, escape_control_chars, repair_text
 
-__all__ = ["DETAIL_DECODER", "RANKING_DECODER", "Envelope", "decode_response"]
+__all__ = [
+    "DETAIL_DECODER",
+    "RANKING_DECODER",
+    "Decoded",
+    "Envelope",
+    "RecordFailure",
+    "RepairLog",
+    "decode_response",
+    "escape_control_chars",
+]
 
 T = TypeVar("T")
 
@@ -51,18 +74,7 @@ DETAIL_DECODER = msgspec.json.Decoder(Envelope[VideoDetail], strict=False)
 RANKING_DECODER = msgspec.json.Decoder(Envelope[RankedVideo], strict=False)
 _ERROR_DECODER = msgspec.json.Decoder(_ErrorEnvelope, strict=False)
 
-_CONTROL_CHAR = re.compile(rb"[\x00-\x1f]")
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _REQUEST_ID = re.compile(rb'"requestId"\s*:\s*"([^"\\]{1,128})"')
-
-
-def _escape_in_string(match: re.Match[bytes]) -> bytes:
-    return _CONTROL_CHAR.sub(lambda c: b"\\u%04x" % c.group()[0], match.group())
-
-
-def escape_control_chars(body: bytes) -> bytes:
-    """Escape raw control characters inside JSON strings, leaving whitespace between tokens."""
-    return _JSON_STRING.sub(_escape_in_string, body)
 
 
 def _sniff_request_id(body: bytes) -> str | None:
@@ -73,10 +85,11 @@ def _sniff_request_id(body: bytes) -> str | None:
 def _decode(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     try:
         return decoder.decode(body)
-    except msgspec.DecodeError:
-        if not _CONTROL_CHAR.search(body):
+    except _UNDECODABLE:
+        fixed = repair_text(body)[0]
+        if fixed is body:
             raise
-    return decoder.decode(escape_control_chars(body))
+    return decoder.decode(fixed)
 
 
 def _error_from_body(
@@ -98,10 +111,9 @@ def _error_from_body(
     request_id = env.requestId if env is not None else _sniff_request_id(body)
     if not 200 <= status < 300:
         # Not the documented JSON (a proxy's HTML page, say): the HTTP status decides.
-        return error_for_code(
+        return error_for_status(
             status,
             f"HTTP {status} with a body that is not a KeyAPI envelope",
-            status=status,
             request_id=request_id,
             retry_after=retry_after,
         )
@@ -112,26 +124,73 @@ def _error_from_body(
     )
 
 
+class Decoded(Generic[T]):
+    """A success answer: its records, its request id, and the records it could not decode.
+
+    ``failed`` is empty unless the fallback ran and found records that could not be decoded
+    at all (see :mod:`keyapi_async.salvage`); every record of ``data`` is in exactly one of
+    ``records`` and ``failed``.
+    """
+
+    __slots__ = ("failed", "records", "request_id")
+
+    def __init__(
+        self,
+        records: list[T],
+        request_id: str | None,
+        failed: Sequence[RecordFailure] = (),
+    ) -> None:
+        self.records = records
+        self.request_id = request_id
+        self.failed = failed
+
+    def __repr__(self) -> str:
+        return (
+            f"Decoded(records=<{len(self.records)}>, request_id={self.request_id!r}, "
+            f"failed={list(self.failed)!r})"
+        )
+
+
+class _RawEnvelope(msgspec.Struct):
+    # The envelope of the fallback: records kept raw, to be decoded one by one, and the
+    # other members of any type (a number in `message` must not lose the records).
+    code: int
+    message: Any = None
+    data: msgspec.Raw = msgspec.Raw(b"null")
+    requestId: Any = None
+
+
+_RAW_ENVELOPE = msgspec.json.Decoder(_RawEnvelope, strict=False)
+_RAW_RECORDS = msgspec.json.Decoder(list[msgspec.Raw] | None)
+_ENVELOPE_KEYS = frozenset({"code", "message", "data", "requestId"})
+
+#: Repairs seen by calls made without a client's RepairLog (warned once per process).
+_PROCESS_REPAIRS = RepairLog()
+
+
 def decode_response(
     decoder: msgspec.json.Decoder[Envelope[T]],
     status: int,
     body: bytes,
     *,
     retry_after: float | None = None,
-) -> tuple[list[T], str | None]:
-    """Decode one answer into ``(records, request_id)``, or raise its typed error.
+    repairs: RepairLog | None = None,
+) -> Decoded[T]:
+    """Decode one answer into its :class:`Decoded` records, or raise its typed error.
 
     Raises the :class:`KeyAPIError` subclass matching the envelope code (or, for a body
-    that is not an envelope, the HTTP status), or :class:`DecodeError` for a malformed
-    success body. No msgspec exception escapes.
+    that is not an envelope, the HTTP status), or :class:`DecodeError` for a success body
+    that is not complete JSON. A complete body with code 0 never raises for a record: see
+    the module docstring. ``repairs`` counts the values read leniently (a client passes
+    its own). No msgspec exception escapes.
     """
     if 200 <= status < 300:
         try:
-            env = _decode(decoder, body)
+            env = decoder.decode(body)
         except _UNDECODABLE as exc:
-            raise _error_from_body(status, body, retry_after, str(exc)) from None
+            return _fallback(decoder, status, body, retry_after, repairs or _PROCESS_REPAIRS, exc)
         if env.code == 0:
-            return (env.data or []), env.requestId
+            return Decoded(env.data or [], env.requestId)
         raise error_for_code(
             env.code,
             env.message or "",
@@ -140,3 +199,73 @@ def decode_response(
             retry_after=retry_after,
         )
     raise _error_from_body(status, body, retry_after, None)
+
+
+def _fallback(
+    decoder: msgspec.json.Decoder[Envelope[T]],
+    status: int,
+    body: bytes,
+    retry_after: float | None,
+    repairs: RepairLog,
+    first: Exception,
+) -> Decoded[T]:
+    """The slow path of a 2xx answer the typed decoder refused (see the module docstring)."""
+    fixes: list[tuple[str | None, str]] = []
+    try:
+        raw = _RAW_ENVELOPE.decode(body)  # complete JSON, text included: records are at fault
+    except _UNDECODABLE:
+        fixed, fixes = repair_text(body)
+        if fixed is body:
+            # Not complete JSON, or not an envelope: transport damage or another server.
+            raise _error_from_body(status, body, retry_after, str(first)) from None
+        # Broken text is the commonest cause: once repaired, the fast decoder may take it.
+        try:
+            env = decoder.decode(fixed)
+        except _UNDECODABLE:
+            pass
+        else:
+            if env.code != 0:
+                raise error_for_code(
+                    env.code, env.message or "", status=status, request_id=env.requestId,
+                    retry_after=retry_after,
+                ) from None
+            _note_text(decoder, fixes, repairs, env.requestId)
+            return Decoded(env.data or [], env.requestId)
+        try:
+            raw = _RAW_ENVELOPE.decode(fixed)
+        except _UNDECODABLE:
+            raise _error_from_body(status, body, retry_after, str(first)) from None
+    request_id = raw.requestId if isinstance(raw.requestId, str) else None
+    if raw.code != 0:
+        message = raw.message if isinstance(raw.message, str) else ""
+        raise error_for_code(
+            raw.code, message, status=status, request_id=request_id, retry_after=retry_after
+        )
+    _note_text(decoder, fixes, repairs, request_id)
+    try:
+        records = _RAW_RECORDS.decode(raw.data) or []
+    except _UNDECODABLE:
+        raise MalformedAnswerError(
+            "the answer has code 0 but its data is not a list of records",
+            status=status, request_id=request_id,
+        ) from None
+    salvager = SALVAGERS[_record_type(decoder)]
+    good, failed = salvager.read(records, repairs, request_id)
+    return Decoded(good, request_id, tuple(failed))
+
+
+def _record_type(decoder: msgspec.json.Decoder[Envelope[T]]) -> type[msgspec.Struct]:
+    record_type: type[msgspec.Struct] = get_args(decoder.type)[0]
+    return record_type
+
+
+def _note_text(
+    decoder: msgspec.json.Decoder[Envelope[T]],
+    fixes: list[tuple[str | None, str]],
+    repairs: RepairLog,
+    request_id: str | None,
+) -> None:
+    model = _record_type(decoder).__name__
+    for key, what in fixes:
+        where = f"Envelope.{key}" if key in _ENVELOPE_KEYS else f"{model}.{key or '?'}"
+        repairs.note(where, f"a string held {what}, replaced by U+FFFD", request_id)

@@ -9,6 +9,29 @@ UTC ``datetime``, all in C). What msgspec cannot express is finished in ``__post
 * ``product_category_list`` and ``video_products`` arrive as JSON *inside a string* or,
   at times, as a real array: both become lists (product ids stay strings, they exceed 2**53).
 
+Unusual values never cost the answer (it was paid for and would come back the same). Only
+when the typed decode refuses a record, :mod:`keyapi_async.salvage` reads it field by field:
+
+* text: a lone UTF-16 surrogate escape (``"\\ud83d"`` with no low half) and bytes that are
+  not UTF-8 become U+FFFD;
+* ``video_id``, ``user_id`` and other text sent as a JSON integer: its exact decimal text
+  (an id sent as a non-integral number has lost digits: ``None``);
+* integer fields: spaces around are ignored (``" 1024"`` -> 1024), ``"1024.0"`` -> 1024,
+  ``height`` and ``width`` drop a ``px`` unit (``"576px"`` -> 576); otherwise ``None``
+  (``"1.5"``, ``""``, ``"abc"``);
+* ``create_time``: unix seconds with spaces around; otherwise ``None`` (``""``, ``"abc"``);
+* ``created_by_ai``: also ``yes``/``no``, ``y``/``n``, ``t``/``f`` in any case; otherwise
+  ``None`` (``""``);
+* ``video_products``: ``"null"`` -> ``None``; ids without brackets (``"1729436418527695003"``
+  or ``"1, 2"``) -> a list of them; a list holding anything but integer ids (``"[1.5]"``)
+  -> ``None``;
+* ``product_category_list``: ``"null"`` -> ``None``; one category object -> a one-item
+  list; anything else (``"{}"``, ``"[1]"``) -> ``None``.
+
+Each value read this way is counted in ``client.stats.coerced_values`` (by ``Model.field``)
+and the first of each field is logged at WARNING. A record that is not a JSON object, or a
+detail record whose ``video_id`` cannot be read, is reported as failed with its reason.
+
 Records are ``gc=False``: they hold only scalars and lists of scalars, never cycles, and
 skipping GC tracking keeps bulk decoding of millions of records fast.
 """
@@ -78,7 +101,7 @@ def _categories(value: object) -> list[ProductCategory] | None:
     try:
         return _CATEGORIES.decode(text)
     except msgspec.MsgspecError as exc:
-        # ValueError inside __post_init__ becomes a msgspec.ValidationError -> DecodeError.
+        # Raised inside __post_init__, it fails the typed decode: salvage.py reads the record.
         raise ValueError(f"product_category_list is not a JSON list: {exc}") from None
 
 
@@ -135,7 +158,9 @@ class VideoDetail(_Video, gc=False):
     """One video of ``GET /v1/tiktok/video/detail/analytics``.
 
     ``create_time`` is an aware UTC datetime; ``-99999`` counts are ``None``; an empty
-    ``region`` is ``None``; missing fields are ``None``.
+    ``region`` is ``None``; missing fields are ``None``. A value that does not fit its type
+    is read leniently or becomes ``None`` (see the module docstring), never failing the
+    answer; ``" 1024"`` in ``height`` is 1024, a numeric ``video_id`` its decimal text.
     """
 
     ratio: str | None = None
@@ -157,7 +182,9 @@ class RankedVideo(_Video, gc=False):
     """One item of ``GET /v1/tiktok/video/ranking/analytics``, in rank order.
 
     ``product_category_list`` and ``video_products`` are decoded from the JSON string the
-    upstream sends (or the real array it sometimes sends) into lists.
+    upstream sends (or the real array it sometimes sends) into lists. ``"null"`` in either
+    is ``None``; product ids sent without brackets are a list of them; a value that cannot
+    be read is ``None`` (see the module docstring), never failing the answer.
     """
 
     nick_name: str | None = None

@@ -47,8 +47,9 @@ def body(data: object, code: int = 0) -> bytes:
 
 
 def test_ranked_video_from_the_documented_string_form() -> None:
-    (item,), rid = decode_response(RANKING_DECODER, 200, body([RANKED]))
-    assert rid == "r"
+    decoded = decode_response(RANKING_DECODER, 200, body([RANKED]))
+    (item,) = decoded.records
+    assert decoded.request_id == "r" and not decoded.failed
     assert item.product_category_list == [
         ka.ProductCategory(category_id="601450", category_name="Beauty & Personal Care")
     ]
@@ -64,7 +65,7 @@ def test_ranked_video_from_real_arrays() -> None:
         product_category_list=[{"category_id": 601450, "category_name": "B"}],
         video_products=[1729436418527695003, "42"],
     )
-    (item,), _ = decode_response(RANKING_DECODER, 200, body([raw]))
+    (item,) = decode_response(RANKING_DECODER, 200, body([raw])).records
     assert item.product_category_list == [ka.ProductCategory("601450", "B")]
     assert item.video_products == ["1729436418527695003", "42"]
 
@@ -72,23 +73,28 @@ def test_ranked_video_from_real_arrays() -> None:
 @pytest.mark.parametrize("value", ["", "[]", None])
 def test_empty_json_in_string_fields(value: object) -> None:
     raw = dict(RANKED, product_category_list=value, video_products=value)
-    (item,), _ = decode_response(RANKING_DECODER, 200, body([raw]))
+    (item,) = decode_response(RANKING_DECODER, 200, body([raw])).records
     expected = None if value is None else []
     assert item.product_category_list == expected and item.video_products == expected
 
 
-def test_malformed_json_in_string_is_a_decode_error() -> None:
-    with pytest.raises(ka.DecodeError):
-        decode_response(RANKING_DECODER, 200, body([dict(RANKED, video_products="[1,")]))
+def test_malformed_json_in_string_is_read_as_none_not_an_error() -> None:
+    # A complete, paid answer: the bad value costs the field, not the batch.
+    decoded = decode_response(RANKING_DECODER, 200, body([dict(RANKED, video_products="[1,")]))
+    (item,) = decoded.records
+    assert item.video_products is None and item.video_id == RANKED["video_id"]
 
 
 def test_missing_fields_are_none_and_extra_fields_ignored() -> None:
-    (video,), _ = decode_response(DETAIL_DECODER, 200, body([{"video_id": "5", "new_field": 1}]))
+    (video,) = decode_response(
+        DETAIL_DECODER, 200, body([{"video_id": "5", "new_field": 1}])
+    ).records
     assert video.video_id == "5" and video.total_views_cnt is None and video.create_time is None
 
 
 def test_code_zero_with_null_data_is_an_empty_list() -> None:
-    assert decode_response(DETAIL_DECODER, 200, body(None)) == ([], "r")
+    decoded = decode_response(DETAIL_DECODER, 200, body(None))
+    assert (decoded.records, decoded.request_id, decoded.failed) == ([], "r", ())
 
 
 def test_control_characters_are_escaped_only_inside_strings() -> None:
@@ -112,10 +118,10 @@ def test_control_characters_are_escaped_only_inside_strings() -> None:
             500,
         ),
         (502, b"<html>Bad Gateway</html>", ka.ServerError, 502),
-        (404, b"not found", ka.KeyAPIError, 404),
+        (404, b"not found", ka.EndpointNotFoundError, 404),
         (200, b"", ka.DecodeError, None),
         (200, b"[]", ka.DecodeError, None),
-        (200, b'{"code":0,"data":[{"height":"tall"}],"requestId":"q"}', ka.DecodeError, None),
+        (200, b'{"code":0,"data":"tall","requestId":"q"}', ka.MalformedAnswerError, None),
     ],
 )
 def test_error_bodies(
@@ -178,7 +184,7 @@ def test_only_typed_errors_escape(raw: bytes) -> None:
 @pytest.mark.parametrize(
     "raw",
     [
-        b'{"code":0,"message":"\x80bad utf-8","data":[]}',
+        b'{"code":0,"message":"\x80bad utf-8","data":[' + b"\x80",
         b'{"code":0,"data":' + b"[" * 5000 + b"]" * 5000 + b"}",
     ],
     ids=["invalid-utf8", "deep-nesting"],
@@ -187,3 +193,9 @@ def test_non_msgspec_failures_become_decode_errors(raw: bytes) -> None:
     # Found by the property tests: msgspec raises UnicodeDecodeError and RecursionError here.
     with pytest.raises(ka.DecodeError):
         decode_response(DETAIL_DECODER, 200, raw)
+
+
+def test_invalid_utf8_in_a_complete_answer_is_replaced_not_retried() -> None:
+    raw = b'{"code":0,"message":"\x80","data":[{"video_id":"5","video_desc":"a\xffb"}]}'
+    (video,) = decode_response(DETAIL_DECODER, 200, raw).records
+    assert video.video_id == "5" and video.video_desc == "a\ufffdb"
