@@ -17,6 +17,7 @@ from .adaptive import AdaptiveRate
 from .caching import Cache, MemoryCache
 from .client import (
     DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_QPS,
     DEFAULT_RATE_LIMIT_PATIENCE,
@@ -29,17 +30,22 @@ from .client import (
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import (
     APIConnectionError,
+    APIUnreachableError,
     AuthenticationError,
     BadRequestError,
     ConfigurationError,
     CreditBudgetExceededError,
     DecodeError,
+    EndpointNotFoundError,
     InvalidParameterError,
     KeyAPIError,
     MalformedAnswerError,
+    PermissionDeniedError,
     QuotaExceededError,
     RateLimitError,
     RateLimiterUnavailableError,
+    RedirectError,
+    ResponseTooLargeError,
     ServerError,
 )
 from .events import (
@@ -60,15 +66,18 @@ from .retrying import RetryPolicy
 from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink
 
 if TYPE_CHECKING:  # at run time, loaded on first use by __getattr__ below
+    from .postgres import PostgresSink
     from .redis_limiter import RedisRateLimiter
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_QPS",
     "DEFAULT_RATE_LIMIT_PATIENCE",
     "DEFAULT_TIMEOUT",
     "APIConnectionError",
+    "APIUnreachableError",
     "AdaptiveRate",
     "AttemptFinished",
     "AttemptStarted",
@@ -84,6 +93,7 @@ __all__ = [
     "CsvSink",
     "DecodeError",
     "DetailBatch",
+    "EndpointNotFoundError",
     "Event",
     "InvalidParameterError",
     "JsonlSink",
@@ -96,6 +106,8 @@ __all__ = [
     "OpenTelemetryHook",
     "PacingChanged",
     "ParquetSink",
+    "PermissionDeniedError",
+    "PostgresSink",
     "ProductCategory",
     "QuotaExceededError",
     "RankType",
@@ -105,8 +117,10 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "RateLimiterUnavailableError",
+    "RedirectError",
     "RedisCache",
     "RedisRateLimiter",
+    "ResponseTooLargeError",
     "RetryPolicy",
     "Retrying",
     "ServerError",
@@ -120,9 +134,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that importing keyapi_async never imports the optional redis extra.
+    # Lazy, so that importing keyapi_async never imports the optional redis extra (nor
+    # PostgresSink's module; asyncpg itself is imported only when a sink is created).
     if name == "RedisRateLimiter":
         from .redis_limiter import RedisRateLimiter
 
         return RedisRateLimiter
+    if name == "PostgresSink":
+        from .postgres import PostgresSink
+
+        return PostgresSink
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

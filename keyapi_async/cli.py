@@ -108,6 +108,11 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
     group = parser.add_argument_group("connection")
     group.add_argument("--base-url", help="API root (default: KEYAPI_BASE_URL or production)")
     group.add_argument(
+        "--proxy", metavar="URL",
+        help="HTTP(S) proxy, http://[user:password@]host:port (default: HTTPS_PROXY / "
+        "HTTP_PROXY, honouring NO_PROXY)",
+    )
+    group.add_argument(
         "--api-key",
         help="API key (default: the KEYAPI_API_KEY environment variable, preferred: a key "
         "given here lands in your shell history and the process list)",
@@ -268,6 +273,7 @@ async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator
     options: dict[str, Any] = {
         "qps": args.qps, "max_qps": args.max_qps, "max_concurrency": args.max_concurrency,
         "max_retries": args.max_retries, "timeout": args.timeout,
+        "proxy": getattr(args, "proxy", None),
     }
     mock = getattr(args, "mock", False)
     async with contextlib.AsyncExitStack() as stack:

@@ -8,16 +8,18 @@ Every request takes the same path, each stage in the module named after it::
 A permit is taken just before the request goes on the wire, and every retry takes a new
 one, so the rate limiter sees every start. A 429 without Retry-After is a congestion
 signal, not a failure: the limiter slows down and the request waits for a fresh permit,
-for up to ``rate_limit_patience`` seconds without any success. A 401 or 402 (or patience
-running out) ends the whole call: requests already on the wire finish (their answers are
-paid for), no new one starts.
+for up to ``rate_limit_patience`` seconds without any success. A fatal error (401, 402,
+403, a redirect, a bare 404, an unreachable API, patience running out) ends the whole
+call: requests already on the wire finish (their answers are paid for), no new one starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import threading
 import warnings
 from collections.abc import AsyncGenerator, Iterable
 from contextlib import aclosing
@@ -43,13 +45,23 @@ from .errors import ConfigurationError, KeyAPIError, RateLimitError
 from .fanout import TaskWindow
 from .limiting import LocalRateLimiter, RateLimiter
 from .models import RankedVideo, VideoDetail
+from .reachability import Reachability
+from .redaction import clean_text
 from .retrying import RetryPolicy
 from .salvage import failed_ids
-from .transport import Secret, Transport, check_base_url
+from .transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Transport,
+    check_api_key,
+    check_base_url,
+    closed_error,
+    resolve_proxy,
+)
 from .validation import MAX_PAGE_NUM, RankingQuery, check_max_pages, check_page, ranking_query
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_QPS",
     "DEFAULT_RATE_LIMIT_PATIENCE",
@@ -72,6 +84,8 @@ DEFAULT_MAX_RETRIES: Final = 4
 DEFAULT_TIMEOUT: Final = 30.0
 #: Seconds of nothing but 429s (no success) after which a call gives up.
 DEFAULT_RATE_LIMIT_PATIENCE: Final = 120.0
+#: Longest timeout accepted: a day (a larger one overflows timers at the first request).
+_MAX_TIMEOUT: Final = 86_400.0
 
 DETAIL_PATH: Final = "/v1/tiktok/video/detail/analytics"
 RANKING_PATH: Final = "/v1/tiktok/video/ranking/analytics"
@@ -203,6 +217,22 @@ class KeyAPIClient:
         retry_policy: Backoff details; an explicit ``max_retries`` overrides its count.
         rate_limit_patience: Seconds of 429s without a single success after which the
             call gives up with a fatal :class:`RateLimitError` (default 120).
+        max_response_bytes: Largest answer accepted, as sent and once decompressed
+            (default 4 MiB; a 10-record answer is about 10 KB). A larger one raises
+            :class:`ResponseTooLargeError` after reading only that much.
+        proxy: HTTP(S) proxy URL, ``http://[user:password@]host:port``. By default the
+            ``HTTPS_PROXY`` / ``HTTP_PROXY`` environment variables are honoured (with
+            ``NO_PROXY``), except for a loopback ``base_url``. Credentials never appear
+            in a repr, log or error.
+
+    Attempts that get no answer at all, one after another (10 in a row, and, once the API
+    has answered, for longer than a request's own retries can wait), end the call with
+    :class:`APIUnreachableError` instead of retrying every id.
+
+    A client belongs to one event loop at a time: using it from another thread's loop is
+    refused (:class:`ConfigurationError`), while a new loop after the previous one closed
+    (two successive ``asyncio.run`` calls) is fine: the session and the default rate
+    limiter are rebuilt in it (a ``rate_limiter`` you pass must itself suit the new loop).
     """
 
     def __init__(
@@ -218,27 +248,45 @@ class KeyAPIClient:
         rate_limiter: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
         rate_limit_patience: float = DEFAULT_RATE_LIMIT_PATIENCE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        proxy: str | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("KEYAPI_API_KEY")
-        if not key or not key.strip():
-            raise ConfigurationError(
-                "no API key: pass api_key= or set the KEYAPI_API_KEY environment variable"
-            )
+        key = check_api_key(api_key if api_key is not None else os.environ.get("KEYAPI_API_KEY"))
         policy = retry_policy or RetryPolicy()
         if max_retries is None:
             max_retries = policy.max_retries
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigurationError(f"timeout must be a positive number, got {timeout!r}")
+        if (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not (math.isfinite(timeout) and 0 < timeout <= _MAX_TIMEOUT)
+        ):
+            raise ConfigurationError(
+                f"timeout must be a number of seconds in (0, {_MAX_TIMEOUT:g}], got {timeout!r}"
+            )
+        if (
+            isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int)
+            or max_response_bytes < 1
+        ):
+            raise ConfigurationError(
+                f"max_response_bytes must be a positive int, got {max_response_bytes!r}"
+            )
         try:
             self._limiter: RateLimiter = rate_limiter or LocalRateLimiter(qps, max_qps=max_qps)
             self._inflight = InFlightLimit(lambda: self._limiter.qps, max_concurrency)
             self._patience = Patience(rate_limit_patience)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        url = base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL
-        self._transport = Transport(check_base_url(url), Secret(key.strip()), float(timeout))
+        self._owns_limiter = rate_limiter is None
+        self._max_concurrency = max_concurrency
+        url = check_base_url(base_url or os.environ.get("KEYAPI_BASE_URL") or DEFAULT_BASE_URL)
+        # Patience before giving up on an API that never answers: the longest a single
+        # request's retries can wait (the backoff ceilings), see reachability.py.
+        patience = sum(min(policy.max_delay, policy.base_delay * 2**n) for n in range(max_retries))
+        self._transport = Transport(
+            url, key, float(timeout), max_response_bytes=max_response_bytes,
+            proxy=resolve_proxy(url, proxy), reachability=Reachability(patience=patience),
+        )
         self.retry_policy = RetryPolicy(
             max_retries=max_retries,
             base_delay=policy.base_delay,
@@ -252,6 +300,8 @@ class KeyAPIClient:
         # Optional in the RateLimiter protocol: a limiter without it just does not adapt.
         self._on_throttle = getattr(self._limiter, "on_throttle", None)
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -282,6 +332,16 @@ class KeyAPIClient:
         """The current cap on requests in flight (fixed, or derived from latency)."""
         return self._inflight.limit
 
+    @property
+    def max_response_bytes(self) -> int:
+        """Largest answer accepted, in bytes, as sent and once decompressed."""
+        return self._transport.max_response_bytes
+
+    @property
+    def proxy(self) -> str | None:
+        """The proxy requests go through (without credentials), or None."""
+        return None if self._transport.proxy is None else self._transport.proxy.url
+
     async def __aenter__(self) -> KeyAPIClient:
         return self
 
@@ -294,9 +354,43 @@ class KeyAPIClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the HTTP session. The client cannot be used afterwards."""
+        """Close the HTTP session. The client cannot be used afterwards: requests still
+        waiting for a slot or a permit end the call, and no new session is opened."""
         self._closed = True
         await self._transport.close()
+
+    def _bind_loop(self) -> None:
+        """Tie the client to the running loop; rebuild loop-bound state if the loop it was
+        used in has closed since, refuse if that loop is still open (another thread)."""
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:  # the usual case: one identity test
+            return
+        with self._loop_lock:  # two threads binding at once: one wins, the other is refused
+            previous = self._loop
+            if previous is loop:
+                return
+            if previous is not None:
+                if not previous.is_closed():
+                    error = ConfigurationError(
+                        "this KeyAPIClient is in use by another event loop (another thread, "
+                        "or a loop still open); create one client per thread or event loop"
+                    )
+                    error.fatal = True
+                    raise error
+                # A new loop after the old one closed (successive asyncio.run calls): the
+                # session went with the old loop; locks and waiters are bound to it.
+                self._transport.forget_session()
+                if self._owns_limiter:
+                    # A fresh schedule, the same adaptive rate (a pure object: no loop).
+                    old = self._limiter
+                    assert isinstance(old, LocalRateLimiter)
+                    self._limiter = LocalRateLimiter(
+                        "auto" if old.auto else old.max_qps, max_qps=old.max_qps if old.auto
+                        else None, headroom=old.headroom, control=old.control,
+                    )
+                    self._on_throttle = self._limiter.on_throttle
+                self._inflight = InFlightLimit(lambda: self._limiter.qps, self._max_concurrency)
+            self._loop = loop
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         # Only a session that was opened holds sockets; one never used needs no closing.
@@ -310,9 +404,10 @@ class KeyAPIClient:
     def __repr__(self) -> str:
         if not hasattr(self, "_transport"):  # __init__ refused its arguments
             return "KeyAPIClient(<not configured>)"
+        proxy = "" if self.proxy is None else f", proxy={self.proxy!r}"
         return (
             f"KeyAPIClient(base_url={self.base_url!r}, qps={self.qps:.4g}, "
-            f"max_concurrency={self._inflight.limit}, api_key='***')"
+            f"max_concurrency={self._inflight.limit}{proxy}, api_key='***')"
         )
 
     # -- the pipeline ----------------------------------------------------------------
@@ -327,15 +422,19 @@ class KeyAPIClient:
         :meth:`_congested`): it is not a failure, so the retry loop never sees it.
         """
         if self._closed:
-            raise ConfigurationError("the client is closed; create a new KeyAPIClient")
+            raise closed_error()
+        self._bind_loop()
         loop = asyncio.get_running_loop()
         while True:
-            await self._inflight.acquire()
+            inflight = self._inflight  # released on the object it was taken from
+            await inflight.acquire()
             latency: float | None = None
             try:
                 await self._limiter.acquire()
                 if request.scope.halted:
                     raise _Aborted
+                if self._closed:  # closed while this attempt waited
+                    raise closed_error()
                 started = loop.time()
                 request.attempts += 1
                 self.stats.requests += 1
@@ -363,10 +462,12 @@ class KeyAPIClient:
                 else:
                     self._patience.success()
                     self.stats.undecodable_records += len(decoded.failed)
+                    if decoded.request_id is not None:  # server text: one line, bounded
+                        decoded.request_id = clean_text(decoded.request_id, 128)
                     return decoded
             finally:
                 request.on_wire = False
-                self._inflight.release(latency)
+                inflight.release(latency)
             await self._congested(throttled, started, request)
 
     async def _congested(self, exc: RateLimitError, started: float, request: _Request) -> None:
@@ -460,6 +561,15 @@ class KeyAPIClient:
         found = {v.video_id for v in videos}
         failed = failed_ids(ids, found, decoded.failed) if decoded.failed else {}
         missing = tuple(i for i in ids if i not in found and i not in failed)
+        if not len(videos) == len(found) == len(ids) - len(missing) - len(failed):
+            # A repeated record, one not asked for, or one without an id: every path that
+            # yields records starts here, so each yields only ids asked, once each.
+            asked = set(ids)
+            first: dict[str, VideoDetail] = {}
+            for video in videos:  # the slow path only: a clean answer skips it
+                if video.video_id in asked:
+                    first.setdefault(video.video_id, video)
+            videos = list(first.values())
         if missing:
             logger.debug("ids unknown to the API (request id %s): %s", request_id, missing)
         return DetailBatch(
@@ -484,6 +594,7 @@ class KeyAPIClient:
         self, batches: AsyncGenerator[list[str], None], stop: asyncio.Event | None
     ) -> AsyncGenerator[DetailBatch, None]:
         """Run one request per batch of valid ids, at most the in-flight cap at a time."""
+        self._bind_loop()
         scope = _CallScope(stop)
         window: TaskWindow[DetailBatch] = TaskWindow()
         requests: dict[asyncio.Task[DetailBatch], tuple[list[str], _Request]] = {}
@@ -619,6 +730,7 @@ class KeyAPIClient:
         )
         start_page, page_size = check_page(start_page, page_size)
         max_pages = check_max_pages(max_pages)
+        self._bind_loop()
         last = MAX_PAGE_NUM if max_pages is None else min(MAX_PAGE_NUM, start_page + max_pages - 1)
 
         scope = _CallScope(stop)

@@ -373,6 +373,11 @@ async def crawl_video_details(
     done = CompactIdSet(i for i in stored if i is not None)
     done.update(missing)
     del stored, missing
+    resume_ids = getattr(sink, "resume_ids", None)
+    if resume and outputs.file is None and resume_ids is not None:
+        # A sink that keeps its own record of what is done (PostgresSink): stored + missing.
+        async for vid in resume_ids():
+            done.add(vid)
     feed: _SyncFeed | _AsyncFeed = (
         _AsyncFeed(ids, done, report) if isinstance(ids, AsyncIterable)
         else _SyncFeed(ids, done, report)
@@ -446,19 +451,16 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
             report.failed[vid] = reason
         return
     report.credits_spent += 1
-    videos = batch.videos
+    videos = batch.videos  # one record per id asked: the client filters where it makes batches
     # Ids whose record could not be decoded: failed, with the reason (never retried here).
     report.failed.update(batch.failed)
     found = len(batch.ids) - len(batch.missing) - len(batch.failed)
-    if len(videos) != found:
-        # The answer repeated a record or carried one not asked for: keep one per id asked.
-        asked = set(batch.ids)
-        unique = {v.video_id: v for v in videos if v.video_id in asked}
-        videos = list(unique.values())
     if videos:
         await outputs.sink.write(videos)
     if batch.missing and outputs.missing is not None:
         outputs.missing.append(batch.missing)
+    elif batch.missing and (write_missing := getattr(outputs.sink, "write_missing", None)):
+        await write_missing(batch.missing)
     report.fetched += found
     report.missing += len(batch.missing)
 

@@ -25,7 +25,13 @@ from typing import Any, Generic, TypeVar, get_args
 
 import msgspec
 
-from .errors import DecodeError, KeyAPIError, MalformedAnswerError, error_for_code
+from .errors import (
+    DecodeError,
+    KeyAPIError,
+    MalformedAnswerError,
+    error_for_code,
+    error_for_status,
+)
 from .models import RankedVideo, VideoDetail
 from .salvage import SALVAGERS, RecordFailure, RepairLog, escape_control_chars, repair_text
 
@@ -105,10 +111,9 @@ def _error_from_body(
     request_id = env.requestId if env is not None else _sniff_request_id(body)
     if not 200 <= status < 300:
         # Not the documented JSON (a proxy's HTML page, say): the HTTP status decides.
-        return error_for_code(
+        return error_for_status(
             status,
             f"HTTP {status} with a body that is not a KeyAPI envelope",
-            status=status,
             request_id=request_id,
             retry_after=retry_after,
         )

@@ -2,26 +2,36 @@
 
 Errors carry what the server told us (HTTP ``status``, envelope ``code``, ``message``,
 ``request_id``) and a hint saying what to do. They never carry the API key: messages are
-built from the response, never from the request headers.
+built from the response, never from the request headers, and the transport removes the key
+from everything a server sends. Every message and request id passes through
+:func:`~keyapi_async.redaction.clean_text`: no control character, a bounded length.
 """
 
 from __future__ import annotations
 
+from .redaction import clean_text
+
 __all__ = [
     "APIConnectionError",
+    "APIUnreachableError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
     "CreditBudgetExceededError",
     "DecodeError",
+    "EndpointNotFoundError",
     "InvalidParameterError",
     "KeyAPIError",
     "MalformedAnswerError",
+    "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
     "RateLimiterUnavailableError",
+    "RedirectError",
+    "ResponseTooLargeError",
     "ServerError",
     "error_for_code",
+    "error_for_status",
 ]
 
 
@@ -47,11 +57,12 @@ class KeyAPIError(Exception):
         code: int | None = None,
         request_id: str | None = None,
     ) -> None:
-        self.message = message
+        # Server text: one line, bounded, whatever the server sent.
+        self.message = clean_text(message)
         self.status = status
         self.code = code
-        self.request_id = request_id
-        super().__init__(message)
+        self.request_id = None if request_id is None else clean_text(request_id, 128)
+        super().__init__(self.message)
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -210,6 +221,8 @@ def error_for_code(
         cls = AuthenticationError
     elif code == 402:
         cls = QuotaExceededError
+    elif code == 403:
+        cls = PermissionDeniedError
     elif code >= 500:
         cls = ServerError
     else:
@@ -242,3 +255,111 @@ class CreditBudgetExceededError(KeyAPIError):
         super().__init__(message, status=status, code=code, request_id=request_id)
         self.max_credits = max_credits
         self.spent = spent
+
+
+class PermissionDeniedError(KeyAPIError):
+    """HTTP/code 403: the key may not use this endpoint, or its plan's quota is used up.
+
+    Fatal like 401 and 402: every further request with this key would be refused too.
+    """
+
+    fatal = True
+    hint = (
+        "the key is not allowed on this endpoint, or its plan's quota is used up: "
+        "check the key's plan on the KeyAPI dashboard"
+    )
+
+
+class RedirectError(KeyAPIError):
+    """HTTP 3xx: the API never redirects, so ``base_url`` (or a proxy) is wrong. Fatal.
+
+    The redirect is not followed (the key must not travel to another origin, and a loop
+    must not cost more than one request); ``location`` says where it pointed.
+    """
+
+    fatal = True
+    hint = "the API never redirects: fix base_url (or KEYAPI_BASE_URL); nothing was followed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+        location: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.location = None if location is None else clean_text(location, 300)
+
+
+class ResponseTooLargeError(KeyAPIError):
+    """The answer exceeded ``max_response_bytes`` (as sent, or once decompressed).
+
+    Reading stopped at the limit and the connection was dropped, so memory stays bounded.
+    Not retried: a 10-record answer is about 10 KB, so this is a broken server or proxy.
+    """
+
+    hint = (
+        "an answer is normally about 10 KB: check base_url and any proxy, or raise "
+        "KeyAPIClient(max_response_bytes=...) if answers really are this large"
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.limit = limit
+
+
+class APIUnreachableError(APIConnectionError):
+    """Attempt after attempt got no answer at all: the API cannot be reached. Fatal.
+
+    Raised instead of going on retrying every request when a run of attempts in a row
+    failed to connect (see ``KeyAPIClient``); the message names the base URL.
+    """
+
+    retryable = False
+    fatal = True
+    hint = (
+        "check base_url, the network and any proxy (HTTPS_PROXY, proxy=), then resume; "
+        "no answer came back, so no credit was spent on these attempts"
+    )
+
+
+class EndpointNotFoundError(KeyAPIError):
+    """HTTP 404 with a body that is not a KeyAPI envelope: ``base_url`` is wrong. Fatal.
+
+    The API answers its own paths with an envelope, even for errors; a bare 404 comes
+    from another server or path, typically a base_url that ends in ``/v1``.
+    """
+
+    fatal = True
+    hint = (
+        "base_url should be the API root, such as https://api.keyapi.ai, without a path "
+        "such as /v1; check base_url (or KEYAPI_BASE_URL) and any proxy"
+    )
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    request_id: str | None,
+    retry_after: float | None = None,
+) -> KeyAPIError:
+    """Map an answer whose body is not a KeyAPI envelope to its error, by HTTP status.
+
+    Like :func:`error_for_code`, except that a bare 404 means the wrong server or path.
+    """
+    if status == 404:
+        return EndpointNotFoundError(message, status=status, code=status, request_id=request_id)
+    return error_for_code(
+        status, message, status=status, request_id=request_id, retry_after=retry_after
+    )

@@ -608,10 +608,14 @@ async def test_the_key_never_leaks(
 
 
 async def test_the_key_is_sent_as_a_bearer_token(mock_api: aioresponses.aioresponses) -> None:
-    # aioresponses replaces the session's request; check the session's default headers.
+    # aioresponses replaces the session's request; check the headers it was called with.
+    mock_api.get(DETAIL_URL, callback=Echo())
     async with make_client() as client:
-        session = client._transport._open()
-        assert session.headers["Authorization"] == f"Bearer {API_KEY}"
+        await client.video_details(["1"])
+        session = client._transport._session
+        assert session is not None and "Authorization" not in session.headers  # see Transport
+    (call,) = [c for calls in mock_api.requests.values() for c in calls]
+    assert call.kwargs["headers"]["Authorization"] == f"Bearer {API_KEY}"
 
 
 async def test_a_closed_client_refuses_work(mock_api: aioresponses.aioresponses) -> None:
