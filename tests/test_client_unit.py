@@ -653,3 +653,24 @@ async def test_the_retry_policy_count_applies_unless_max_retries_is_given(
         with pytest.raises(ka.ServerError):
             await c.video_details(["1"])
     assert request_count(mock_api) == 3
+
+
+def test_a_new_event_loop_keeps_the_adaptive_rate() -> None:
+    # Successive asyncio.run calls rebuild the default limiter for the new loop: its
+    # schedule is new, its mode, ceiling and learned rate are not.
+    client = make_client(qps="auto", max_qps=80)
+
+    async def throttle() -> None:
+        client._bind_loop()
+        await client._limiter.on_throttle(asyncio.get_running_loop().time())
+
+    async def rebind() -> None:
+        client._bind_loop()
+
+    asyncio.run(throttle())
+    learned, rate = client._limiter.learned_qps, client.qps
+    asyncio.run(rebind())
+    limiter = client._limiter
+    assert isinstance(limiter, ka.LocalRateLimiter) and limiter.auto and limiter.max_qps == 80
+    assert limiter.learned_qps == learned == 5 and client.qps >= rate
+    assert client._on_throttle == limiter.on_throttle
