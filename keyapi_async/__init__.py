@@ -62,7 +62,14 @@ from .events import (
     Retrying,
 )
 from .limiting import LocalRateLimiter, RateLimiter
-from .models import ProductCategory, RankedVideo, RankType, VideoDetail, VideoRankField
+from .models import (
+    LINEAGE_FIELDS,
+    ProductCategory,
+    RankedVideo,
+    RankType,
+    VideoDetail,
+    VideoRankField,
+)
 from .otel import OpenTelemetryHook
 from .redis_cache import RedisCache
 from .retrying import RetryPolicy
@@ -79,6 +86,7 @@ __all__ = [
     "DEFAULT_QPS",
     "DEFAULT_RATE_LIMIT_PATIENCE",
     "DEFAULT_TIMEOUT",
+    "LINEAGE_FIELDS",
     "APIConnectionError",
     "APIUnreachableError",
     "AdaptiveRate",

@@ -168,6 +168,10 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
         help="start over: overwrite OUT instead of resuming the crawl stored there",
     )
     out.add_argument(
+        "--no-lineage", action="store_true",
+        help="leave out the fetched_at and request_id of each record (columns absent)",
+    )
+    out.add_argument(
         "--progress-interval", type=float, default=5.0, metavar="SECONDS",
         help="seconds between progress lines when stderr is not a terminal (default 5)",
     )
@@ -357,6 +361,7 @@ async def _videos(
                 lambda stop: crawl_video_details(
                     client, ids, sink, resume=not args.no_resume, on_progress=progress,
                     stop=stop, stop_grace=min(5.0, args.timeout),
+                    lineage=not args.no_lineage,
                 )
             )
     except KeyAPIError as exc:
@@ -380,7 +385,7 @@ async def _ranking(args: argparse.Namespace, sink: FileSink) -> int:
                     rank_type=RankType[args.rank_type.upper()], max_pages=args.max_pages,
                     product_category_id=args.category, created_by_ai=args.ai,
                     resume=not args.no_resume, on_progress=progress, stop=stop,
-                    stop_grace=min(5.0, args.timeout),
+                    stop_grace=min(5.0, args.timeout), lineage=not args.no_lineage,
                 )
             )
     except KeyAPIError as exc:

@@ -36,6 +36,7 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from .client import DetailBatch, KeyAPIClient, RankingPage
@@ -461,6 +462,7 @@ async def crawl_video_details(
     *,
     stop: asyncio.Event | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    lineage: bool = True,
 ) -> CrawlReport:
     """Fetch the details of every id into ``sink``; return the :class:`CrawlReport`.
 
@@ -478,6 +480,9 @@ async def crawl_video_details(
     early: no new request starts, those in flight get ``stop_grace`` seconds, and the
     report comes back with ``aborted="interrupted"``. A cancelled crawl still closes the
     sink and writes its state.
+
+    With ``lineage`` (default) every record carries ``fetched_at`` and ``request_id``
+    (see :doc:`the data model </data-model>`); ``lineage=False`` leaves both out.
     """
     if isinstance(ids, (str, bytes, int)):
         raise InvalidParameterError(
@@ -489,7 +494,10 @@ async def crawl_video_details(
     started = time.monotonic()
     report = CrawlReport()
     counters = _ClientCounters(client)
-    outputs = _Outputs(sink, "videos", {"format": type(sink).__name__})
+    params: dict[str, Any] = {"format": type(sink).__name__}
+    if not lineage:
+        params["lineage"] = False  # a resume must not mix records with and without it
+    outputs = _Outputs(sink, "videos", params)
     outputs.open(resume)
     try:
         done = await outputs.done_ids() if resume else CompactIdSet()
@@ -527,7 +535,7 @@ async def crawl_video_details(
                     break
                 in_batches += len(batch.ids)
                 try:
-                    await _store_batch(batch, report, outputs)
+                    await _store_batch(batch, report, outputs, lineage)
                 except OutputWriteError as exc:
                     fatal = exc  # a full disk: stop now, in-flight requests are cancelled
                     break
@@ -569,7 +577,18 @@ async def crawl_video_details(
     return report
 
 
-async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Outputs) -> None:
+def _stamp(records: Iterable[Any], request_id: str | None) -> None:
+    """Set the lineage fields of one answer's records (a batch: 10 at most, a page: its
+    size), with the time the crawl received it."""
+    fetched_at = datetime.now(timezone.utc)
+    for record in records:
+        record.fetched_at = fetched_at
+        record.request_id = request_id
+
+
+async def _store_batch(
+    batch: DetailBatch, report: CrawlReport, outputs: _Outputs, lineage: bool = True
+) -> None:
     """Store one batch and account for its ids; OutputWriteError (with the ids that could
     not be stored counted failed) when the output cannot be written."""
     if not batch.sent:
@@ -585,6 +604,8 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
     # Ids whose record could not be decoded: failed, with the reason (never retried here).
     report.failed.update(batch.failed)
     found = len(batch.ids) - len(batch.missing) - len(batch.failed)
+    if lineage and videos:
+        _stamp(videos, batch.request_id)
     try:
         if videos:
             await outputs.store(videos)
@@ -637,6 +658,7 @@ async def crawl_video_ranking(
     page_size: int = MAX_PAGE_SIZE,
     stop: asyncio.Event | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    lineage: bool = True,
 ) -> CrawlReport:
     """Store a whole ranking list (or its first ``max_pages`` pages) in ``sink``.
 
@@ -646,7 +668,8 @@ async def crawl_video_ranking(
     list cannot skip a page): the error is raised with the partial report as
     ``err.report``, and a re-run continues from there. An item of a paid page that could
     not be decoded is stored as an empty record (so that line n stays rank n) and listed
-    in ``report.failed`` as ``"rank N"``; its page is not fetched again.
+    in ``report.failed`` as ``"rank N"``; its page is not fetched again. ``lineage``: as
+    for :func:`crawl_video_details` (a placeholder carries its page's lineage too).
     """
     query = ranking_query(
         date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
@@ -657,8 +680,11 @@ async def crawl_video_ranking(
     started = time.monotonic()
     report = CrawlReport()
     counters = _ClientCounters(client)
-    params = {k: v for k, v in query.params(1, page_size).items() if k != "page_num"}
+    params: dict[str, Any] = dict(query.params(1, page_size))
+    del params["page_num"]
     params["format"] = type(sink).__name__
+    if not lineage:
+        params["lineage"] = False
     outputs = _Outputs(sink, "ranking", params)
     outputs.open(resume)
     try:
@@ -698,6 +724,8 @@ async def crawl_video_ranking(
                         error = exc
                         break
                     records = _with_placeholders(page, page_size, report)
+                    if lineage:
+                        _stamp(records, page.request_id)
                     report.credits_spent += 1
                     if records:
                         try:

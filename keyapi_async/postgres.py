@@ -36,14 +36,14 @@ import asyncio
 import datetime as dt
 import importlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
 
-from .models import VideoDetail
+from .models import LINEAGE_FIELDS, VideoDetail
 from .sinks import MissingExtraError
 
 __all__ = ["Column", "PostgresSink", "table_columns"]
@@ -109,14 +109,20 @@ def _sql_type(t: mi.Type) -> str:
     raise TypeError(f"no PostgreSQL type for {t!r}")
 
 
-def table_columns(record_type: type[msgspec.Struct]) -> tuple[Column, ...]:
+def table_columns(
+    record_type: type[msgspec.Struct], *, lineage: bool = True
+) -> tuple[Column, ...]:
     """The columns of a record type's table: one per msgspec field, in declaration order,
     then :data:`EXTRA_COLUMNS` (strings ``text``, counts ``bigint``, times ``timestamptz``,
-    flags ``boolean``, lists of ids ``text[]``, lists of structs ``jsonb``)."""
+    flags ``boolean``, lists of ids ``text[]``, lists of structs ``jsonb``). Without
+    ``lineage``, the lineage fields (``fetched_at``, ``request_id``) are left out."""
     info = mi.type_info(record_type)
     if not isinstance(info, mi.StructType):
         raise TypeError(f"PostgresSink stores msgspec Structs, not {record_type!r}")
-    columns = tuple(Column(f.name, _sql_type(f.type)) for f in info.fields)
+    columns = tuple(
+        Column(f.name, _sql_type(f.type)) for f in info.fields
+        if lineage or f.name not in LINEAGE_FIELDS
+    )
     if KEY not in {c.name for c in columns}:
         raise TypeError(f"{record_type.__name__} has no {KEY} field to key its rows on")
     return columns + EXTRA_COLUMNS
@@ -164,7 +170,9 @@ def _snapshot_day(snapshot: dt.date | str | None) -> dt.date | None:
 class _Layout:
     """A record type's table, its missing-ids table and the SQL that uses them."""
 
-    def __init__(self, table: str, record_type: type[msgspec.Struct], snapshot: bool) -> None:
+    def __init__(
+        self, table: str, record_type: type[msgspec.Struct], snapshot: bool, lineage: bool = True
+    ) -> None:
         schema, _, name = table.rpartition(".")
         for part in ([schema] if schema else []) + [name]:
             if not _NAME.fullmatch(part):
@@ -176,7 +184,12 @@ class _Layout:
         self.table = prefix + _ident(name)
         self.missing_table = prefix + _ident(name + "_missing")
         self.record_type = record_type
-        self.columns = table_columns(record_type)
+        self.columns = table_columns(record_type, lineage=lineage)
+        # The record's lineage fields are its last ones (models.py): the columns they feed,
+        # or a tail each row drops.
+        names = [f.name for f in msgspec.structs.fields(record_type)]
+        self._lineage = len(LINEAGE_FIELDS) if names[-2:] == list(LINEAGE_FIELDS) else 0
+        self._drop = 0 if lineage else self._lineage
         self.snapshot = snapshot
         # Snapshot first: one day's rows are one range of the key's index (fast resume).
         self.key = (SNAPSHOT_COLUMN, KEY) if snapshot else (KEY,)
@@ -245,10 +258,23 @@ class _Layout:
     def rows(self, records: Sequence[Any]) -> list[tuple[Any, ...]]:
         """The batch as COPY rows, one per key (the last record of an id wins)."""
         k = self._key_index
-        by_key = {row[k]: row for row in map(msgspec.structs.astuple, records)}
+        rows: Iterable[tuple[Any, ...]] = map(msgspec.structs.astuple, records)
+        if self._drop:
+            cut = -self._drop
+            rows = (row[:cut] for row in rows)
+        elif self._lineage:
+            # Records of a crawl with lineage off: their unset fields become NULL.
+            rows = map(_unset_to_null, rows)
+        by_key = {row[k]: row for row in rows}
         if None in by_key:
             raise ValueError(f"a record without {KEY} cannot be stored; nothing was written")
         return list(by_key.values())
+
+
+def _unset_to_null(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    if row[-1] is msgspec.UNSET or row[-2] is msgspec.UNSET:
+        return row[:-2] + tuple(None if v is msgspec.UNSET else v for v in row[-2:])
+    return row
 
 
 class PostgresSink:
@@ -258,6 +284,8 @@ class PostgresSink:
     latest values; ``snapshot=date`` (or ``"YYYY-MM-DD"``) keeps one row per video and day
     (key ``(snapshot_date, video_id)``), for daily time series. ``record_type`` is
     :class:`VideoDetail` (default) or :class:`RankedVideo` for ranking crawls.
+    ``lineage=False`` makes a table without the ``fetched_at`` and ``request_id`` columns
+    (pair it with a crawl's ``lineage=False``; an existing table keeps its columns).
 
     The table and ``<table>_missing`` are created on first use (or on ``async with``,
     which also checks the connection and an existing table's columns up front). Each
@@ -276,6 +304,7 @@ class PostgresSink:
         table: str,
         record_type: type[msgspec.Struct] = VideoDetail,
         snapshot: dt.date | str | None = None,
+        lineage: bool = True,
         synchronous_commit: bool = False,
         connect_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
@@ -284,7 +313,8 @@ class PostgresSink:
                 f"dsn must be a string like 'postgresql://host/db', got {type(dsn).__name__}"
             )
         self.snapshot = _snapshot_day(snapshot)
-        self._layout = _Layout(table, record_type, self.snapshot is not None)
+        self._layout = _Layout(table, record_type, self.snapshot is not None, lineage)
+        self.lineage = lineage
         self._asyncpg = _require_asyncpg()
         self._dsn = dsn
         self.table = table

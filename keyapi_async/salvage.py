@@ -33,7 +33,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from .models import ProductCategory, RankedVideo, VideoDetail
+from .models import LINEAGE_FIELDS, ProductCategory, RankedVideo, VideoDetail
 
 __all__ = [
     "RecordFailure",
@@ -366,7 +366,11 @@ class RecordSalvager(Generic[S]):
         self.name = cls.__name__
         self.id_required = id_required
         self.decoder = msgspec.json.Decoder(cls, strict=False)
-        self.fields = {f.name: _field(cls, f) for f in msgspec.structs.fields(cls)}
+        # Lineage fields are the crawl's, never read from the wire.
+        self.fields = {
+            f.name: _field(cls, f) for f in msgspec.structs.fields(cls)
+            if f.name not in LINEAGE_FIELDS
+        }
 
     def read(
         self, raws: Sequence[msgspec.Raw], repairs: RepairLog, request_id: str | None

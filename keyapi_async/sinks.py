@@ -36,7 +36,7 @@ import msgspec.inspect as mi
 
 from .errors import OutputError, OutputLockedError, OutputWriteError
 from .filelock import FileLock, LockHeld
-from .models import RankedVideo, VideoDetail
+from .models import LINEAGE_FIELDS, RankedVideo, VideoDetail
 
 __all__ = [
     "CsvSink",
@@ -377,8 +377,17 @@ class JsonlSink(FileSink):
             self.records_written += len(records)
 
 
-def _columns(record_type: type) -> list[str]:
-    return [f.name for f in msgspec.structs.fields(record_type)]
+def _columns(record: Any) -> list[str]:
+    """The columns of a batch starting with ``record``: every field, but the lineage
+    fields only when the crawl set them (a crawl sets them on all records or none)."""
+    names = [f.name for f in msgspec.structs.fields(type(record))]
+    if not _has_lineage(record):
+        names = [n for n in names if n not in LINEAGE_FIELDS]
+    return names
+
+
+def _has_lineage(record: Any) -> bool:
+    return getattr(record, LINEAGE_FIELDS[0], msgspec.UNSET) is not msgspec.UNSET
 
 
 class CsvSink(FileSink):
@@ -437,7 +446,7 @@ class CsvSink(FileSink):
         """Append the batch as CSV rows (with the header first in a new file), one write."""
         if not records:
             return
-        columns = _columns(type(records[0]))
+        columns = _columns(records[0])
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         header = None
@@ -451,7 +460,7 @@ class CsvSink(FileSink):
             )
         encode = self._encoder.encode
         for row in msgspec.to_builtins(records):
-            writer.writerow([_cell(row[name], encode) for name in columns])
+            writer.writerow([_cell(row.get(name), encode) for name in columns])
         self._append(out.getvalue().encode("utf-8"))
         if header is not None:
             self._header = header  # only now: a failed first append wrote no header
@@ -515,12 +524,16 @@ def _arrow_type(pa: Any, t: mi.Type) -> Any:
     raise TypeError(f"no Parquet type for {t!r}")
 
 
-def arrow_schema(record_type: type[msgspec.Struct]) -> Any:
-    """The pyarrow schema of a record type (fields in declaration order)."""
+def arrow_schema(record_type: type[msgspec.Struct], *, lineage: bool = True) -> Any:
+    """The pyarrow schema of a record type (fields in declaration order; without the
+    lineage fields when ``lineage`` is false)."""
     pa, _ = _require_pyarrow()
     info = mi.type_info(record_type)
     assert isinstance(info, mi.StructType)
-    return pa.schema([(f.name, _arrow_type(pa, f.type)) for f in info.fields])
+    return pa.schema([
+        (f.name, _arrow_type(pa, f.type)) for f in info.fields
+        if lineage or f.name not in LINEAGE_FIELDS
+    ])
 
 
 class ParquetSink(FileSink):
@@ -641,7 +654,8 @@ class ParquetSink(FileSink):
 
     def _write_part(self, number: int, records: Sequence[Any], record_type: type[Any]) -> None:
         rows = msgspec.to_builtins(records, builtin_types=(datetime,))
-        table = self._pa.Table.from_pylist(rows, schema=arrow_schema(record_type))
+        schema = arrow_schema(record_type, lineage=_has_lineage(records[0]))
+        table = self._pa.Table.from_pylist(rows, schema=schema)
         final = self.path / f"part-{number:06d}.parquet"
         temp = self.path / f"_part-{number:06d}.parquet.tmp"
         try:

@@ -157,3 +157,13 @@ def test_ranking_bad_date_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     args[2] = "2024-05-02"
     assert main(args) == 2
     assert "the 1st" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-lineage"]])
+def test_cli_lineage_flag(tmp_path: Path, flag: list[str]) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(FakeKeyAPI().make_ids(12, known=True)) + "\n")
+    out = tmp_path / "v.csv"
+    assert main(["videos", str(ids), "-o", str(out), "--mock", "--qps", "200", *flag]) == 0
+    header = out.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert ("fetched_at" in header) is (not flag) and ("request_id" in header) is (not flag)

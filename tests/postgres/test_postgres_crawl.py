@@ -182,3 +182,40 @@ async def test_a_ranking_list_crawls_into_a_table(postgres_dsn: str, db: Any, ta
     assert {r["video_id"]: r["video_products"] for r in rows} == {
         v.video_id: v.video_products for v in expected
     }
+
+
+@pytest.mark.parametrize("lineage", [True, False])
+async def test_lineage_columns_present_or_absent(
+    postgres_dsn: str, db: Any, table: str, lineage: bool
+) -> None:
+    async with FakeKeyAPI() as fake:
+        ids = fake.make_ids(25, known=True)
+        async with client(fake) as c:
+            await ka.crawl_video_details(
+                c, ids, ka.PostgresSink(postgres_dsn, table=table, lineage=lineage),
+                lineage=lineage,
+            )
+    columns = {
+        r[0] for r in await db.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table
+        )
+    }
+    assert ("fetched_at" in columns, "request_id" in columns) == (lineage, lineage)
+    if lineage:
+        rows = await db.fetch(f'SELECT fetched_at, request_id FROM "{table}"')
+        assert len(rows) == 25
+        assert all(r["fetched_at"].tzinfo is not None and r["request_id"] for r in rows)
+        assert len({r["request_id"] for r in rows}) == 3  # one per answer of up to 10
+
+
+async def test_a_crawl_without_lineage_into_a_lineage_table_stores_nulls(
+    postgres_dsn: str, db: Any, table: str
+) -> None:
+    async with FakeKeyAPI() as fake:
+        ids = fake.make_ids(5, known=True)
+        async with client(fake) as c:
+            await ka.crawl_video_details(
+                c, ids, ka.PostgresSink(postgres_dsn, table=table), lineage=False
+            )
+    rows = await db.fetch(f'SELECT fetched_at, request_id FROM "{table}"')
+    assert [tuple(r) for r in rows] == [(None, None)] * 5

@@ -67,7 +67,10 @@ async def test_columns_are_typed_from_the_model(
         elif name == "product_category_list":
             assert column["data_type"] == "jsonb"
         else:
-            [scalar] = [t for t in typing.get_args(hints[name]) if t is not type(None)]
+            [scalar] = [
+                t for t in typing.get_args(hints[name])
+                if t not in (type(None), msgspec.UnsetType)
+            ]
             assert column["data_type"] == SCALARS[scalar], name
         assert column["is_nullable"] == ("NO" if name == "video_id" else "YES")
     if snapshot:
@@ -84,7 +87,8 @@ async def test_columns_are_typed_from_the_model(
 
 def expected_row(record: msgspec.Struct) -> dict[str, Any]:
     """A record as the row must read back: nested structs as JSON objects, times aware."""
-    row: dict[str, Any] = msgspec.to_builtins(record, builtin_types=(dt.datetime,))
+    row: dict[str, Any] = dict.fromkeys(ka.LINEAGE_FIELDS)  # unset: NULL
+    row.update(msgspec.to_builtins(record, builtin_types=(dt.datetime,)))
     return row
 
 

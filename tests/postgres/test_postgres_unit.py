@@ -30,7 +30,10 @@ def test_every_field_gets_a_typed_column(record_type: type[msgspec.Struct]) -> N
         if column.name in LISTS:
             assert column.sql_type == LISTS[column.name]
             continue
-        [scalar] = [t for t in typing.get_args(hints[column.name]) if t is not type(None)]
+        [scalar] = [
+            t for t in typing.get_args(hints[column.name])
+            if t not in (type(None), msgspec.UnsetType)
+        ]
         assert column.sql_type == SCALARS[scalar], column
 
 
