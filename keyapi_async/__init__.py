@@ -73,7 +73,7 @@ from .models import (
 from .otel import OpenTelemetryHook
 from .redis_cache import RedisCache
 from .retrying import RetryPolicy
-from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink
+from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink, expand_date
 
 if TYPE_CHECKING:  # at run time, loaded on first use by __getattr__ below
     from .postgres import PostgresSink
@@ -144,6 +144,7 @@ __all__ = [
     "__version__",
     "crawl_video_details",
     "crawl_video_ranking",
+    "expand_date",
 ]
 
 

@@ -30,15 +30,15 @@ from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPICli
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import InvalidParameterError, KeyAPIError, OutputWriteError
 from .idsfile import IdsFile, check_ids_file, format_problems
-from .models import RankedVideo, RankType, VideoRankField
+from .models import RankedVideo, RankType, VideoDetail, VideoRankField
+from .outputs import FORMATS, open_output
 from .progress import ScanProgress, make_progress, summary_table
-from .sinks import CsvSink, FileSink, JsonlSink, MissingExtraError, ParquetSink
+from .sinks import FileSink, MissingExtraError, Sink
 
 __all__ = ["build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_ABORTED, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-FORMATS = {"jsonl": JsonlSink, "csv": CsvSink, "parquet": ParquetSink}
 
 _EPILOG_VIDEOS = """\
 IDS_FILE holds one video id a line, or is a CSV with a video_id column; '-' reads
@@ -157,7 +157,21 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
         help=f"seconds per attempt (default {DEFAULT_TIMEOUT:g})",
     )
     out = parser.add_argument_group("output")
-    out.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
+    out.add_argument(
+        "-o", "--output", required=True, metavar="OUT",
+        help="output file; {date} in it becomes the UTC day (ranking: the list's date), "
+        "one partition a day; or a postgresql:// DSN (with --table)",
+    )
+    out.add_argument(
+        "--table", metavar="NAME",
+        help="with a postgresql:// OUT: the table (created if missing; needs "
+        "keyapi-async[postgres])",
+    )
+    out.add_argument(
+        "--snapshot", action="store_true",
+        help="with a postgresql:// OUT: one row per video and day (the UTC day; ranking: "
+        "the list's date) instead of one per video",
+    )
     out.add_argument(
         "--format", choices=sorted(FORMATS),
         help="output format (default: from OUT's extension, else jsonl); parquet writes a "
@@ -262,13 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sink(args: argparse.Namespace, output: Path) -> FileSink:
-    name = args.format
-    if name is None:
-        suffix = output.suffix.lower()
-        name = {".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
-    sink: FileSink = FORMATS[name](output)
-    return sink
+def _sink(args: argparse.Namespace) -> Sink:
+    ranking = args.command == "ranking"
+    return open_output(
+        args.output, format=args.format, table=args.table, snapshot=args.snapshot,
+        day=args.date if ranking else None,
+        record_type=RankedVideo if ranking else VideoDetail, lineage=not args.no_lineage,
+    )
 
 
 def _error_code(exc: KeyAPIError) -> int:
@@ -352,7 +366,7 @@ def _finish(report: CrawlReport, progress: Any, ranking: bool) -> int:
 
 
 async def _videos(
-    args: argparse.Namespace, sink: FileSink, ids: Iterable[str], total: int
+    args: argparse.Namespace, sink: Sink, ids: Iterable[str], total: int
 ) -> int:
     progress = make_progress(total, interval=args.progress_interval)
     try:
@@ -373,7 +387,7 @@ async def _videos(
     return _finish(report, progress, ranking=False)
 
 
-async def _ranking(args: argparse.Namespace, sink: FileSink) -> int:
+async def _ranking(args: argparse.Namespace, sink: Sink) -> int:
     total = None if args.max_pages is None else args.max_pages * 10
     progress = make_progress(total, interval=args.progress_interval, unit="records")
     try:
@@ -504,7 +518,7 @@ def _check_ids(args: argparse.Namespace) -> tuple[IdsFile, int] | int:
     return ids, check.unique
 
 
-def _videos_command(args: argparse.Namespace, sink: FileSink) -> int:
+def _videos_command(args: argparse.Namespace, sink: Sink) -> int:
     checked = _check_ids(args)
     if isinstance(checked, int):
         return checked
@@ -538,14 +552,16 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_ABORTED
         # The output is checked and locked first: a bad or busy -o is refused at once,
         # not after a long check of the ids file.
-        sink = _sink(args, Path(args.output))
-        sink.acquire(resume=not args.no_resume)
+        sink = _sink(args)
+        if isinstance(sink, FileSink):
+            sink.acquire(resume=not args.no_resume)
         try:
             if args.command == "ranking":
                 return asyncio.run(_ranking(args, sink))
             return _videos_command(args, sink)
         finally:
-            sink.release()
+            if isinstance(sink, FileSink):
+                sink.release()
     except (MissingExtraError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ABORTED

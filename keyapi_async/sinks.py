@@ -10,6 +10,10 @@ loss or kernel crash, not against kill -9, which cannot drop what the kernel hol
 every ``fsync_interval`` seconds (default 1 s; 0 for every batch, None never) and on
 close. Measured on the development VM: a 5 KB append costs ~15 us, an fsync ~200 us.
 
+Snapshots: an output path may hold ``{date}``, replaced when the sink is made by the UTC
+day (ISO, ``2026-11-21``) or the ``date`` given, so a daily crawl writes one partition a
+day, each with its own state and resume (see :func:`expand_date`).
+
 Parquet files get their footer only when closed, so a killed writer leaves an unreadable
 file. :class:`ParquetSink` therefore writes a directory of closed part files, and journals
 the records of the part being filled to a JSONL file beside it; a resumed run turns a
@@ -27,7 +31,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -45,6 +49,7 @@ __all__ = [
     "MissingExtraError",
     "ParquetSink",
     "Sink",
+    "expand_date",
     "output_write_error",
 ]
 
@@ -92,16 +97,48 @@ class _IdOnly(msgspec.Struct):
 _ID_LINES = msgspec.json.Decoder(_IdOnly)
 
 
+#: The placeholder of an output path replaced by a day (see :func:`expand_date`).
+DATE_FIELD = "{date}"
+
+
+def expand_date(path: str | os.PathLike[str], day: date | str | None = None) -> Path:
+    """``path`` with every ``{date}`` replaced by ``day`` (a ``datetime.date`` or an ISO
+    ``YYYY-MM-DD`` string), by default today's UTC date: ``videos/{date}.parquet`` ->
+    ``videos/2026-11-21.parquet``. A path without ``{date}`` comes back unchanged."""
+    text = os.fspath(path)
+    if DATE_FIELD not in text:
+        return Path(text)
+    if day is None:
+        day = datetime.now(timezone.utc).date()
+    elif isinstance(day, str):
+        try:
+            day = date.fromisoformat(day)
+        except ValueError:
+            raise ValueError(f"expected a day like 2026-11-21, got {day!r}") from None
+    if isinstance(day, datetime):
+        day = day.date()
+    return Path(text.replace(DATE_FIELD, day.isoformat()))
+
+
 class FileSink:
     """Base of the built-in sinks: one output path, durable batch appends, resume support.
+
+    ``{date}`` in ``path`` becomes ``date`` (default: today's UTC day): see
+    :func:`expand_date`. :attr:`path` is the expanded path.
 
     A crawl calls :meth:`acquire` (check the path, lock it), then :meth:`recover` (resume)
     or :meth:`discard` (start over) before the first :meth:`write`, and :meth:`release`
     after :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
-        self.path = Path(path)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync_interval: float | None = 1.0,
+        date: date | str | None = None,
+    ):
+        self.path = expand_date(path, date)
         self.fsync_interval = fsync_interval
         self.records_written = 0
         self._fd: int | None = None
@@ -359,8 +396,14 @@ def _jsonl_ids(path: Path) -> Iterator[str | None]:
 class JsonlSink(FileSink):
     """One JSON object a line, encoded by msgspec (datetimes as RFC 3339 strings)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
-        super().__init__(path, fsync_interval=fsync_interval)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync_interval: float | None = 1.0,
+        date: date | str | None = None,
+    ):
+        super().__init__(path, fsync_interval=fsync_interval, date=date)
         self._encoder = msgspec.json.Encoder()
 
     def recover(self) -> Iterator[str | None]:
@@ -394,8 +437,14 @@ class CsvSink(FileSink):
     """Flat CSV with a header: one column per field; lists as JSON text, None empty,
     booleans ``true``/``false``, datetimes in ISO 8601."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
-        super().__init__(path, fsync_interval=fsync_interval)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync_interval: float | None = 1.0,
+        date: date | str | None = None,
+    ):
+        super().__init__(path, fsync_interval=fsync_interval, date=date)
         self._encoder = msgspec.json.Encoder()
         self._header: list[str] | None = None
 
@@ -552,9 +601,10 @@ class ParquetSink(FileSink):
         *,
         rows_per_part: int = 10_000,
         fsync_interval: float | None = 1.0,
+        date: date | str | None = None,
     ):
         self._pa, self._pq = _require_pyarrow()
-        super().__init__(path, fsync_interval=fsync_interval)
+        super().__init__(path, fsync_interval=fsync_interval, date=date)
         if rows_per_part < 1:
             raise ValueError("rows_per_part must be >= 1")
         self.rows_per_part = rows_per_part
