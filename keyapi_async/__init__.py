@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .adaptive import AdaptiveRate
+from .backfill import RangeReport, crawl_ranking_range, ranking_dates
 from .caching import Cache, MemoryCache
 from .client import (
     DEFAULT_BASE_URL,
@@ -124,6 +125,7 @@ __all__ = [
     "PostgresSink",
     "ProductCategory",
     "QuotaExceededError",
+    "RangeReport",
     "RankType",
     "RankedVideo",
     "RankingPage",
@@ -142,9 +144,11 @@ __all__ = [
     "VideoDetail",
     "VideoRankField",
     "__version__",
+    "crawl_ranking_range",
     "crawl_video_details",
     "crawl_video_ranking",
     "expand_date",
+    "ranking_dates",
 ]
 
 

@@ -24,8 +24,9 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .backfill import RangeReport, crawl_ranking_range
 from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import InvalidParameterError, KeyAPIError, OutputWriteError
@@ -239,8 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Store a ranking list (all its pages, or --max-pages) into OUT.",
         epilog=_EPILOG_RANKING, formatter_class=formatter,
     )
-    ranking.add_argument("--date", required=True, help="YYYY-MM-DD (a Monday for week, "
-                         "the 1st for month)")
+    dates = ranking.add_argument_group(
+        "dates", "one list (--date) or a backfill (--from/--to, or --dates): one output per "
+        "list, named with {date} in OUT; lists already complete are skipped"
+    )
+    dates.add_argument("--date", help="YYYY-MM-DD (a Monday for week, the 1st for month)")
+    dates.add_argument("--from", dest="from_date", metavar="DATE",
+                       help="backfill from this day (with --to): every day's list, each "
+                       "Monday's for week, each 1st's for month")
+    dates.add_argument("--to", dest="to_date", metavar="DATE", help="backfill to this day")
+    dates.add_argument("--dates", metavar="D1,D2,...",
+                       help="backfill these lists (each must fit --rank-type)")
     ranking.add_argument("--region", required=True, help="region code, e.g. US")
     ranking.add_argument("--rank-field", required=True, choices=["views", "sales"])
     ranking.add_argument("--rank-type", required=True, choices=["day", "week", "month"])
@@ -330,9 +340,7 @@ async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator
                 yield client
 
 
-async def _with_signals(
-    run: Callable[[asyncio.Event], Awaitable[CrawlReport]],
-) -> CrawlReport:
+async def _with_signals(run: Callable[[asyncio.Event], Awaitable[_R]]) -> _R:
     """Run a crawl; the first SIGINT/SIGTERM stops it cleanly, a second one at once."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -411,6 +419,59 @@ async def _ranking(args: argparse.Namespace, sink: Sink) -> int:
             return _error_code(exc)
         return EXIT_FAILED
     return _finish(report, progress, ranking=True)
+
+
+_R = TypeVar("_R")
+
+
+def _backfilling(args: argparse.Namespace) -> bool:
+    """Whether a ranking command is a backfill; InvalidParameterError for a bad mix."""
+    ranged = args.from_date is not None or args.to_date is not None
+    given = [args.date is not None, ranged, args.dates is not None]
+    if sum(given) != 1:
+        raise InvalidParameterError(
+            "give one of --date, --from and --to, or --dates"
+        )
+    if ranged and (args.from_date is None or args.to_date is None):
+        raise InvalidParameterError("--from and --to go together")
+    return not given[0]
+
+
+async def _backfill(args: argparse.Namespace) -> int:
+    def on_list(day: datetime.date, report: CrawlReport) -> None:
+        if report.pages == 0 and report.requests == 0 and report.aborted is None:
+            line = f"{day}  already done ({report.skipped_resumed:,} records)"
+        else:
+            state = "complete" if report.complete else (report.aborted or "partial")
+            line = f"{day}  {report.fetched:,} records, {report.pages} pages, {state}"
+        print(line, flush=True)
+
+    dates = None if args.dates is None else [d.strip() for d in args.dates.split(",")]
+    try:
+        async with _api(args) as client:
+            result = await _with_signals(
+                lambda stop: crawl_ranking_range(
+                    client, args.output, dates=dates, start=args.from_date,
+                    end=args.to_date, region=args.region,
+                    video_rank_field=VideoRankField[args.rank_field.upper()],
+                    rank_type=RankType[args.rank_type.upper()], max_pages=args.max_pages,
+                    product_category_id=args.category, created_by_ai=args.ai,
+                    format=args.format, table=args.table, resume=not args.no_resume,
+                    lineage=not args.no_lineage, on_list=on_list, stop=stop,
+                    stop_grace=min(5.0, args.timeout),
+                )
+            )
+    except KeyAPIError as exc:
+        partial = getattr(exc, "report", None)
+        if not isinstance(partial, RangeReport):
+            raise  # refused before any request
+        sys.stdout.write(summary_table(partial.total, ranking=True))
+        print(f"error: {exc}", file=sys.stderr)
+        return _error_code(exc)
+    total = result.total
+    sys.stdout.write(summary_table(total, ranking=True))
+    sys.stdout.flush()
+    return _exit_code(total)
 
 
 #: The live demo's size: ranking pages, and so also detail requests (10 ids a page).
@@ -546,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return asyncio.run(_demo(args))
+        if args.command == "ranking" and _backfilling(args):
+            return asyncio.run(_backfill(args))
         if not args.mock and not (args.api_key or os.environ.get("KEYAPI_API_KEY")):
             print("error: no API key: set the KEYAPI_API_KEY environment variable "
                   "(or use --mock to try against a local fake server)", file=sys.stderr)
