@@ -16,6 +16,7 @@ call: requests already on the wire finish (their answers are paid for), no new o
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import math
 import os
@@ -675,7 +676,7 @@ class KeyAPIClient:
     async def video_ranking(
         self,
         *,
-        date: Any,
+        date: dt.date | str,
         region: str,
         video_rank_field: int,
         rank_type: int,
@@ -703,7 +704,7 @@ class KeyAPIClient:
     async def iter_ranking_pages(
         self,
         *,
-        date: Any,
+        date: dt.date | str,
         region: str,
         video_rank_field: int,
         rank_type: int,
@@ -778,7 +779,7 @@ class KeyAPIClient:
     async def iter_video_ranking(
         self,
         *,
-        date: Any,
+        date: dt.date | str,
         region: str,
         video_rank_field: int,
         rank_type: int,

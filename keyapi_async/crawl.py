@@ -36,7 +36,7 @@ from collections.abc import (
 )
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any, TypeVar
 
 from .client import DetailBatch, KeyAPIClient, RankingPage
@@ -623,14 +623,15 @@ async def _store_batch(
 
 
 def _with_placeholders(page: RankingPage, page_size: int, report: CrawlReport) -> list[Any]:
-    """The page's records, with an empty record holding the place of each item that could
-    not be decoded: line n of the output stays rank n, and a resume counts pages right.
-    The item is in ``report.failed`` as ``"rank N"`` (the page is paid: never refetched)."""
+    """The page's records, with an empty record (``video_id`` ``""``, every other field
+    None) holding the place of each item that could not be decoded: line n of the output
+    stays rank n, and a resume counts pages right. The item is in ``report.failed`` as
+    ``"rank N"`` (the page is paid: never refetched)."""
     if not page.failed:
         return page.items
     records: list[Any] = list(page.items)
     for position in sorted(page.failed):
-        records.insert(position, RankedVideo())
+        records.insert(position, RankedVideo(video_id=""))
         rank = (page.page_num - 1) * page_size + position + 1
         report.failed[f"rank {rank}"] = f"undecodable record: {page.failed[position]}"
     return records
@@ -646,7 +647,7 @@ async def crawl_video_ranking(
     client: KeyAPIClient,
     sink: Sink,
     *,
-    date: Any,
+    date: date | str,
     region: str,
     video_rank_field: int,
     rank_type: int,

@@ -29,8 +29,8 @@ when the typed decode refuses a record, :mod:`keyapi_async.salvage` reads it fie
   list; anything else (``"{}"``, ``"[1]"``) -> ``None``.
 
 Each value read this way is counted in ``client.stats.coerced_values`` (by ``Model.field``)
-and the first of each field is logged at WARNING. A record that is not a JSON object, or a
-detail record whose ``video_id`` cannot be read, is reported as failed with its reason.
+and the first of each field is logged at WARNING. A record that is not a JSON object, or
+whose ``video_id`` is absent or cannot be read, is reported as failed with its reason.
 
 Lineage: ``fetched_at`` (when the crawl received the answer, aware UTC) and ``request_id``
 (the upstream's, for support tickets) are the last two fields of both records. They are
@@ -143,9 +143,10 @@ def _normalize(record: _Video, int_fields: tuple[str, ...]) -> None:
 
 
 class _Video(msgspec.Struct, gc=False):
-    """Fields both endpoints share."""
+    """Fields both endpoints share. ``video_id`` is required: a record without a readable
+    one is not a record (salvage.py reports it failed)."""
 
-    video_id: str | None = None
+    video_id: str
     user_id: str | None = None
     unique_id: str | None = None
     video_desc: str | None = None

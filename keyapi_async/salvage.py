@@ -336,9 +336,9 @@ def _field(cls: type[msgspec.Struct], info: msgspec.structs.FieldInfo) -> _Field
 
 def _check(cls: type[msgspec.Struct], name: str) -> Callable[[Any], object]:
     # The model finishes these fields in __post_init__: building a record with just that
-    # field runs exactly the fast path's normalization.
+    # field (and the required video_id) runs exactly the fast path's normalization.
     def check(value: object) -> object:
-        return msgspec.convert({name: value}, cls, strict=False)
+        return msgspec.convert({"video_id": "", name: value}, cls, strict=False)
 
     return check
 
@@ -429,6 +429,8 @@ class RecordSalvager(Generic[S]):
                 )
             fixed[name] = result
             repairs.note(f"{self.name}.{name}", _describe(item, result), request_id)
+        if "video_id" not in fixed:
+            return RecordFailure(position, None, f"record {position} has no video_id")
         try:
             return msgspec.convert(fixed, self.cls, strict=False)
         except (msgspec.ValidationError, ValueError) as exc:  # a safety net: not expected
@@ -453,12 +455,12 @@ def _describe(raw: object, result: object) -> str:
 #: One salvager per record type, built once.
 SALVAGERS: dict[type[msgspec.Struct], RecordSalvager[Any]] = {
     VideoDetail: RecordSalvager(VideoDetail, id_required=True),
-    RankedVideo: RecordSalvager(RankedVideo, id_required=False),
+    RankedVideo: RecordSalvager(RankedVideo, id_required=True),
 }
 
 
 def failed_ids(
-    asked: Iterable[str], found: set[str | None], failures: Sequence[RecordFailure]
+    asked: Iterable[str], found: set[str], failures: Sequence[RecordFailure]
 ) -> dict[str, str]:
     """The asked ids a detail answer failed, with reasons (the rest are found or missing).
 

@@ -31,7 +31,7 @@ def test_every_field_gets_a_typed_column(record_type: type[msgspec.Struct]) -> N
             assert column.sql_type == LISTS[column.name]
             continue
         [scalar] = [
-            t for t in typing.get_args(hints[column.name])
+            t for t in (typing.get_args(hints[column.name]) or (hints[column.name],))
             if t not in (type(None), msgspec.UnsetType)
         ]
         assert column.sql_type == SCALARS[scalar], column
