@@ -32,7 +32,7 @@ from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import InvalidParameterError, KeyAPIError, OutputWriteError
 from .idsfile import IdsFile, check_ids_file, format_problems
 from .models import RankedVideo, RankType, VideoDetail, VideoRankField
-from .outputs import FORMATS, open_output
+from .outputs import FORMATS, describe_output, is_database, open_output
 from .progress import ScanProgress, make_progress, summary_table
 from .sinks import FileSink, MissingExtraError, Sink
 
@@ -634,6 +634,14 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        output = getattr(args, "output", None)
+        if not isinstance(output, str) or not is_database(output):
+            raise
+        # A database that cannot be reached or refuses us: one line, never the password.
+        print(f"error: database output {describe_output(output)}: {type(exc).__name__}: "
+              f"{describe_output(str(exc))}", file=sys.stderr)
+        return EXIT_ABORTED
 
 
 if __name__ == "__main__":

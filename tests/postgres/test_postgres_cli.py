@@ -85,3 +85,17 @@ def test_describe_output_masks_passwords() -> None:
     assert describe_output("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert "secret" not in describe_output("postgres://h/db?password=secret&x=1")
     assert describe_output("videos/{date}.jsonl") == "videos/{date}.jsonl"
+
+
+def test_cli_unreachable_database_is_one_line_without_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("asyncpg")
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("7000000000000000001\n")
+    dsn = f"postgresql://crawler:{PASSWORD}@127.0.0.1:1/analytics"  # port 1: refused
+    assert main(["videos", str(ids_file), "-o", dsn, "--table", "t", "--mock"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "error: database output postgresql://crawler:***@127.0.0.1:1/analytics" in err
+    assert "Traceback" not in err and PASSWORD not in err + captured.out
