@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from pathlib import Path
 from typing import Any
 
+from ._version import __version__
 from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .errors import InvalidParameterError, KeyAPIError, OutputWriteError
@@ -33,6 +34,7 @@ from .idsfile import IdsFile, check_ids_file, format_problems
 from .models import RankedVideo, RankType, VideoRankField
 from .progress import ScanProgress, make_progress, summary_table
 from .sinks import CsvSink, FileSink, JsonlSink, MissingExtraError, ParquetSink
+from .validation import check_region
 
 __all__ = ["build_parser", "main"]
 
@@ -183,6 +185,24 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _iso_date(text: str) -> datetime.date:
+    """``--date``: YYYY-MM-DD (argparse says which option and value when it is not)."""
+    try:
+        if len(text) == 10:
+            return datetime.date.fromisoformat(text)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}")
+
+
+def _region(text: str) -> str:
+    """``--region``: an ISO 3166-1 alpha-2 code, upper-cased (``usa`` is refused here)."""
+    try:
+        return check_region(text)
+    except InvalidParameterError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def _bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("true", "yes", "1"):
@@ -200,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Parquet: resumable, at the key's full QPS, each credit paid once.",
         epilog="Run 'keyapi-async COMMAND --help' for a command's options and examples.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     formatter = argparse.RawDescriptionHelpFormatter
 
@@ -221,11 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Store a ranking list (all its pages, or --max-pages) into OUT.",
         epilog=_EPILOG_RANKING, formatter_class=formatter,
     )
-    ranking.add_argument("--date", required=True, help="YYYY-MM-DD (a Monday for week, "
-                         "the 1st for month)")
-    ranking.add_argument("--region", required=True, help="region code, e.g. US")
-    ranking.add_argument("--rank-field", required=True, choices=["views", "sales"])
-    ranking.add_argument("--rank-type", required=True, choices=["day", "week", "month"])
+    ranking.add_argument("--date", required=True, type=_iso_date, help="YYYY-MM-DD (a Monday "
+                         "for week, the 1st for month)")
+    ranking.add_argument("--region", required=True, type=_region,
+                         help="ISO 3166-1 alpha-2 country code, e.g. US or GB (any case)")
+    ranking.add_argument("--rank-field", required=True, choices=["views", "sales"],
+                         help="rank by views or by sales (GMV)")
+    ranking.add_argument("--rank-type", required=True, choices=["day", "week", "month"],
+                         help="a daily, weekly or monthly list")
     ranking.add_argument("--category", metavar="ID", help="product category id")
     ranking.add_argument("--ai", type=_bool, metavar="true|false",
                          help="only videos (not) created by AI")
