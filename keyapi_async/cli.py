@@ -17,14 +17,18 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import json
 import logging
 import os
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+import msgspec
 
 from ._version import __version__
 from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient
@@ -33,7 +37,7 @@ from .errors import InvalidParameterError, KeyAPIError, OutputWriteError
 from .idsfile import IdsFile, check_ids_file, format_problems
 from .models import RankedVideo, RankType, VideoRankField
 from .progress import ScanProgress, make_progress, summary_table
-from .sinks import CsvSink, FileSink, JsonlSink, MissingExtraError, ParquetSink
+from .sinks import CsvSink, FileSink, JsonlSink, MissingExtraError, ParquetSink, Sink
 from .validation import check_region
 
 __all__ = ["build_parser", "main"]
@@ -159,7 +163,11 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
         help=f"seconds per attempt (default {DEFAULT_TIMEOUT:g})",
     )
     out = parser.add_argument_group("output")
-    out.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
+    out.add_argument(
+        "-o", "--output", required=True, metavar="OUT",
+        help="output file; '-' writes JSONL to standard output (logs, progress and the "
+        "summary go to stderr; nothing is kept to resume from)",
+    )
     out.add_argument(
         "--format", choices=sorted(FORMATS),
         help="output format (default: from OUT's extension, else jsonl); parquet writes a "
@@ -172,6 +180,10 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
     out.add_argument(
         "--progress-interval", type=float, default=5.0, metavar="SECONDS",
         help="seconds between progress lines when stderr is not a terminal (default 5)",
+    )
+    out.add_argument(
+        "--json", action="store_true",
+        help="print the final summary as one JSON object (on stdout; on stderr with -o -)",
     )
     out.add_argument("-v", "--verbose", action="store_true", help="log retries and errors")
 
@@ -282,6 +294,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StdoutSink:
+    """``-o -``: JSONL records on standard output, one write and flush a batch.
+
+    No state, lock or missing-ids file: a stream cannot be resumed. A closed pipe
+    (``| head``) is an OSError, so the crawl stops as it does on a full disk."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder()
+        self._out = sys.stdout.buffer
+
+    async def write(self, records: Sequence[Any]) -> None:
+        if records:
+            self._out.write(self._encoder.encode_lines(records))
+            self._out.flush()
+
+    async def close(self) -> None:
+        self._out.flush()
+
+
+def _to_stdout(args: argparse.Namespace) -> bool:
+    return getattr(args, "output", None) == "-"
+
+
+def _summary_stream(args: argparse.Namespace) -> TextIO:
+    """Where the summary goes: stdout, unless stdout carries the records."""
+    return sys.stderr if _to_stdout(args) else sys.stdout
+
+
 def _sink(args: argparse.Namespace, output: Path) -> FileSink:
     name = args.format
     if name is None:
@@ -339,9 +379,22 @@ async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator
 async def _with_signals(
     run: Callable[[asyncio.Event], Awaitable[CrawlReport]],
 ) -> CrawlReport:
-    """Run a crawl; the first SIGINT/SIGTERM stops it cleanly, a second one at once."""
+    """Run a crawl; the first SIGINT/SIGTERM stops it cleanly, a second one at once.
+
+    Stopped at once, the crawl is cancelled: its partial report (``aborted="interrupted"``,
+    requests cancelled on the wire in ``in_flight``) is returned all the same."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    partial: list[CrawlReport] = []
+
+    async def guarded() -> CrawlReport:
+        try:
+            return await run(stop)
+        except asyncio.CancelledError as exc:
+            report = getattr(exc, "report", None)  # see crawl_video_details
+            if report is not None:
+                partial.append(report)
+            raise
 
     def on_signal() -> None:
         if not stop.is_set():
@@ -349,9 +402,11 @@ async def _with_signals(
                   file=sys.stderr, flush=True)
             stop.set()
         else:
+            print("\nstopping now: requests in flight are cancelled (the server may still "
+                  "charge them)", file=sys.stderr, flush=True)
             task.cancel()
 
-    task = asyncio.ensure_future(run(stop))
+    task = asyncio.ensure_future(guarded())
     installed = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -359,20 +414,55 @@ async def _with_signals(
             installed.append(signum)
     try:
         return await task
+    except asyncio.CancelledError:
+        if partial and task.cancelled():  # our cancel, not one of the caller's
+            return partial[0]
+        raise
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
 
 
-def _finish(report: CrawlReport, progress: Any, ranking: bool) -> int:
+def _finish(
+    report: CrawlReport, progress: Any, ranking: bool, args: argparse.Namespace,
+    code: int | None = None, error: str | None = None,
+) -> int:
     progress.finish(report)
-    sys.stdout.write(summary_table(report, ranking=ranking))
-    sys.stdout.flush()
-    return _exit_code(report)
+    code = _exit_code(report) if code is None else code
+    stream = _summary_stream(args)
+    if getattr(args, "json", False):
+        stream.write(_json_summary(report, code, error) + "\n")
+    else:
+        stream.write(summary_table(report, ranking=ranking))
+    stream.flush()
+    return code
+
+
+def _json_summary(report: CrawlReport | None, code: int, error: str | None = None) -> str:
+    """``--json``: the report as one JSON object, with the exit code and the error."""
+    data: dict[str, Any] = {} if report is None else report.to_dict()
+    if report is not None:
+        data["failed_ids"] = dict(list(report.failed.items())[:_JSON_FAILED_IDS])
+    data.update(ok=code == EXIT_OK, exit_code=code, error=error)
+    return json.dumps(data, ensure_ascii=False)
+
+
+#: ``--json`` lists this many failed ids with their reasons (``failed`` has the count).
+_JSON_FAILED_IDS = 1000
+
+
+def _refuse(args: argparse.Namespace, message: str, code: int = 2) -> int:
+    """An error before (or instead of) a crawl: on stderr, and as JSON with ``--json``."""
+    print(f"error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        stream = _summary_stream(args)
+        stream.write(_json_summary(None, code, message) + "\n")
+        stream.flush()
+    return code
 
 
 async def _videos(
-    args: argparse.Namespace, sink: FileSink, ids: Iterable[str], total: int
+    args: argparse.Namespace, sink: Sink, ids: Iterable[str], total: int
 ) -> int:
     progress = make_progress(total, interval=args.progress_interval)
     try:
@@ -384,15 +474,23 @@ async def _videos(
                 )
             )
     except KeyAPIError as exc:
-        partial = getattr(exc, "report", None)
-        if partial is not None:
-            _finish(partial, progress, ranking=False)
-        print(f"error: {exc}", file=sys.stderr)
-        return _error_code(exc)
-    return _finish(report, progress, ranking=False)
+        return _failed(args, exc, progress, ranking=False, code=_error_code(exc))
+    return _finish(report, progress, ranking=False, args=args)
 
 
-async def _ranking(args: argparse.Namespace, sink: FileSink) -> int:
+def _failed(
+    args: argparse.Namespace, exc: KeyAPIError, progress: Any, ranking: bool, code: int
+) -> int:
+    """A crawl that raised: the partial report's summary, then the error."""
+    partial = getattr(exc, "report", None)
+    if partial is None:
+        return _refuse(args, str(exc), code)
+    _finish(partial, progress, ranking=ranking, args=args, code=code, error=str(exc))
+    print(f"error: {exc}", file=sys.stderr)
+    return code
+
+
+async def _ranking(args: argparse.Namespace, sink: Sink) -> int:
     total = None if args.max_pages is None else args.max_pages * 10
     progress = make_progress(total, interval=args.progress_interval, unit="records")
     try:
@@ -409,13 +507,9 @@ async def _ranking(args: argparse.Namespace, sink: FileSink) -> int:
             )
     except KeyAPIError as exc:
         partial = getattr(exc, "report", None)
-        if partial is not None:
-            _finish(partial, progress, ranking=True)
-        print(f"error: {exc}", file=sys.stderr)
-        if exc.fatal or partial is None:
-            return _error_code(exc)
-        return EXIT_FAILED
-    return _finish(report, progress, ranking=True)
+        code = _error_code(exc) if exc.fatal or partial is None else EXIT_FAILED
+        return _failed(args, exc, progress, ranking=True, code=code)
+    return _finish(report, progress, ranking=True, args=args)
 
 
 #: The live demo's size: ranking pages, and so also detail requests (10 ids a page).
@@ -457,14 +551,24 @@ async def _demo_live(args: argparse.Namespace, out_dir: Path) -> int:
                 resume=False, on_progress=progress, stop=stop,
             )
         )
-    return _finish(report, progress, ranking=False)
+    return _finish(report, progress, ranking=False, args=args)
 
 
 async def _demo(args: argparse.Namespace) -> int:
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+        return await _demo_in(args, Path(args.out_dir))
+    # No --out-dir: a temp dir, removed at the end (say so, and how to keep the output).
+    with tempfile.TemporaryDirectory(prefix="keyapi-demo-") as temp:
+        code = await _demo_in(args, Path(temp))
+    print(f"demo: removed the temp dir {temp} (use --out-dir DIR to keep the output)",
+          file=sys.stderr)
+    return code
+
+
+async def _demo_in(args: argparse.Namespace, out_dir: Path) -> int:
     from .testing import DEFAULT_API_KEY, FakeKeyAPI, Faults
 
-    out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="keyapi-demo-"))
-    os.makedirs(out_dir, exist_ok=True)
     if not args.mock and os.environ.get("KEYAPI_API_KEY"):
         return await _demo_live(args, out_dir)
     output = out_dir / f"demo.{args.format}"
@@ -485,13 +589,31 @@ async def _demo(args: argparse.Namespace) -> int:
                 )
             )
         stats = server.stats()
-    code = _finish(report, progress, ranking=False)
+    code = _finish(report, progress, ranking=False, args=args)
     print(
         f"server saw {stats.requests:,} requests, charged {stats.credits_spent:,} credits, "
         f"injected {sum(stats.faults_injected.values()):,} faults; busiest second: "
         f"{stats.busiest_window} requests (limit {args.qps:g})"
     )
+    print(_charged_note(report.credits_spent, stats.credits_spent))
     return code
+
+
+def _charged_note(spent: int, charged: int) -> str:
+    """Why the server's credit count differs from the crawl's, in words."""
+    extra = charged - spent
+    if extra == 0:
+        return f"credits: the server charged exactly the {spent:,} answers the crawl used"
+    if extra > 0:
+        return (
+            f"credits: the server charged {extra:,} more than the {spent:,} answers the crawl "
+            "used:\n  answers charged but cut short on the way (an injected fault) or "
+            "cancelled in flight\n  never reach the client, which asks again"
+        )
+    return (
+        f"credits: the server charged {-extra:,} fewer than the crawl counted "
+        f"({charged:,} against {spent:,})"
+    )
 
 
 def _mock_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -504,30 +626,32 @@ def _check_ids(args: argparse.Namespace) -> tuple[IdsFile, int] | int:
     try:
         ids = IdsFile(args.ids_file)
     except InvalidParameterError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return EXIT_ABORTED
+        return _refuse(args, exc.message)
     scan = ScanProgress(ids.name, interval=args.progress_interval)
     try:
         check = check_ids_file(ids, on_progress=scan)
     except (InvalidParameterError, UnicodeDecodeError, OSError) as exc:
         ids.close()
         message = getattr(exc, "message", None) or f"{ids.name}: {exc}"
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_ABORTED
+        return _refuse(args, message)
     finally:
         scan.finish()
     if not check.ok:
         ids.close()
         sys.stderr.write(format_problems(check, ids.name))
-        return EXIT_ABORTED
+        return _refuse(args, f"{ids.name} holds invalid ids (listed above)")
     return ids, check.unique
 
 
-def _videos_command(args: argparse.Namespace, sink: FileSink) -> int:
+def _videos_command(args: argparse.Namespace, sink: Sink) -> int:
     checked = _check_ids(args)
     if isinstance(checked, int):
         return checked
     ids, total = checked
+    if total == 0:
+        ids.close()
+        return _refuse(args, f"{ids.name} holds no video ids (blank lines and '#' comments "
+                       "are skipped): nothing to crawl")
     with ids:
         if args.shard is None:
             return asyncio.run(_videos(args, sink, ids, total))
@@ -548,13 +672,22 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # The library both logs and warns about a plain-http base URL (for programs that show
+    # only one of the two); the log line above already shows it here.
+    warnings.filterwarnings("ignore", message="base_url .* is plain http", category=UserWarning)
     try:
         if args.command == "demo":
             return asyncio.run(_demo(args))
         if not args.mock and not (args.api_key or os.environ.get("KEYAPI_API_KEY")):
-            print("error: no API key: set the KEYAPI_API_KEY environment variable "
-                  "(or use --mock to try against a local fake server)", file=sys.stderr)
-            return EXIT_ABORTED
+            return _refuse(args, "no API key: set the KEYAPI_API_KEY environment variable "
+                           "(or use --mock to try against a local fake server)")
+        if _to_stdout(args):
+            if args.format not in (None, "jsonl"):
+                return _refuse(args, f"-o - writes JSONL; --format {args.format} needs a file")
+            stream = _StdoutSink()
+            if args.command == "ranking":
+                return asyncio.run(_ranking(args, stream))
+            return _videos_command(args, stream)
         # The output is checked and locked first: a bad or busy -o is refused at once,
         # not after a long check of the ids file.
         sink = _sink(args, Path(args.output))
@@ -566,11 +699,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             sink.release()
     except (MissingExtraError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ABORTED
+        return _refuse(args, str(exc))
     except KeyAPIError as exc:  # configuration or validation, before any request
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ABORTED
+        return _refuse(args, str(exc))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

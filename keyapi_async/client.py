@@ -191,6 +191,9 @@ class ClientStats:
     coerced_values: dict[str, int] = field(default_factory=dict)
     undecodable_records: int = 0
     learned_qps: float | None = None
+    #: attempts cancelled while on the wire (a crawl stopped hard): the server may have
+    #: answered them, and charged a credit, after the client stopped listening
+    cancelled_on_wire: int = 0
 
 
 class KeyAPIClient:
@@ -465,6 +468,10 @@ class KeyAPIClient:
                     if decoded.request_id is not None:  # server text: one line, bounded
                         decoded.request_id = clean_text(decoded.request_id, 128)
                     return decoded
+            except asyncio.CancelledError:
+                if request.on_wire:
+                    self.stats.cancelled_on_wire += 1
+                raise
             finally:
                 request.on_wire = False
                 inflight.release(latency)

@@ -69,6 +69,8 @@ class CrawlReport:
     from the client's side, so the server's own count can be higher.
     ``requests``, ``retries`` and ``rate_limited`` are the client's counters over the crawl
     (they include any other call made concurrently on the same client).
+    A crawl stopped by cancellation (a second Ctrl-C) raises the CancelledError with the
+    partial report as ``exc.report``, ``aborted="interrupted"``.
     """
 
     #: unique ids in the input (details) or records stored (ranking)
@@ -90,6 +92,11 @@ class CrawlReport:
     aborted: str | None = None
     #: the output path (built-in sinks)
     output: str | None = None
+    #: requests cancelled on the wire when the crawl was stopped: the server may have
+    #: answered and charged them (their ids are counted not attempted, a resume asks again)
+    in_flight: int = 0
+    #: "videos" or "ranking": which fields of :meth:`to_dict` apply
+    kind: str = "videos"
 
     @property
     def ok(self) -> bool:
@@ -109,6 +116,13 @@ class CrawlReport:
         data = asdict(self)
         data["failed"] = len(self.failed)
         data["ok"] = self.ok
+        # `complete` is about a ranking list: named so a details crawl's summary cannot read
+        # "complete: false" beside a state whose status is "complete".
+        complete = data.pop("complete")
+        pages = data.pop("pages")
+        if self.kind == "ranking":
+            data["list_complete"] = complete
+            data["pages"] = pages
         return data
 
 
@@ -122,13 +136,16 @@ class _ClientCounters:
     def __init__(self, client: KeyAPIClient) -> None:
         self.client = client
         stats = client.stats
-        self.start = (stats.requests, stats.retries, stats.rate_limited)
+        self.start = (
+            stats.requests, stats.retries, stats.rate_limited, stats.cancelled_on_wire
+        )
 
     def update(self, report: CrawlReport) -> None:
         stats = self.client.stats
         report.requests = stats.requests - self.start[0]
         report.retries = stats.retries - self.start[1]
         report.rate_limited = stats.rate_limited - self.start[2]
+        report.in_flight = stats.cancelled_on_wire - self.start[3]
 
     async def resume_rate(self, outputs: _Outputs) -> None:
         """Start a ``qps="auto"`` client from the rate the previous run learned."""
@@ -554,8 +571,12 @@ async def crawl_video_details(
     except Exception:
         status = "aborted"  # a custom sink's own error, say
         raise
-    except BaseException:
-        status = "interrupted" if status == "running" else status
+    except BaseException as exc:
+        if status == "running":  # cancelled (a second Ctrl-C): stopped, not aborted
+            status = "interrupted"
+            report.aborted = report.aborted or "interrupted"
+            report.not_attempted += feed.handed - in_batches
+        exc.report = report  # type: ignore[attr-defined]
         raise
     finally:
         counters.update(report)
@@ -655,7 +676,7 @@ async def crawl_video_ranking(
     _, page_size = check_page(1, page_size)
     max_pages = check_max_pages(max_pages)
     started = time.monotonic()
-    report = CrawlReport()
+    report = CrawlReport(kind="ranking")
     counters = _ClientCounters(client)
     params = {k: v for k, v in query.params(1, page_size).items() if k != "page_num"}
     params["format"] = type(sink).__name__
@@ -733,8 +754,12 @@ async def crawl_video_ranking(
     except Exception:
         status = "aborted"  # a custom sink's own error, say
         raise
-    except BaseException:
-        status = "interrupted" if status == "running" else status
+    except BaseException as exc:
+        if status == "running":  # cancelled (a second Ctrl-C): stopped, not aborted
+            status = "interrupted"
+            report.aborted = report.aborted or "interrupted"
+            report.complete = complete
+        exc.report = report  # type: ignore[attr-defined]
         raise
     finally:
         counters.update(report)
