@@ -261,8 +261,9 @@ class _Outputs:
             previous.kind != self.state.kind or previous.params != self.state.params
         ):
             raise InvalidParameterError(
-                f"{self.file.path} holds another crawl ({previous.kind} {previous.params}); "
-                "use another output or disable resume to overwrite it"
+                f"{self.file.path} holds another crawl ({_describe(previous)}), not this "
+                f"one ({_describe(self.state)}): choose another output, or overwrite it with "
+                "--no-resume (resume=False)"
             )
         self.previous = previous
 
@@ -357,6 +358,27 @@ class _Outputs:
         if self._registered:
             _IN_USE.discard(id(self.sink))
             self._registered = False
+
+
+def _describe(state: CrawlState) -> str:
+    """A crawl's kind and parameters in words, for the resume-conflict message."""
+    params = state.params
+    if state.kind == "ranking":
+        fields = {"1": "views", "2": "sales"}
+        periods = {"1": "day", "2": "week", "3": "month"}
+        text = (
+            f"ranking {params.get('date')} {params.get('region')} by "
+            f"{fields.get(str(params.get('video_rank_field')), '?')} per "
+            f"{periods.get(str(params.get('rank_type')), '?')}"
+        )
+        extra = [f"{k}={params[k]}" for k in ("product_category_id", "created_by_ai")
+                 if k in params]
+        if extra:
+            text += " " + " ".join(extra)
+    else:
+        text = "video details"
+    sink = str(params.get("format", "")).removesuffix("Sink").lower()
+    return f"{text}, {sink}" if sink else text
 
 
 def _reason(exc: KeyAPIError) -> str:

@@ -174,6 +174,7 @@ class _RichBar:
 
     def finish(self, report: CrawlReport) -> None:
         self(report)
+        self._bar.refresh()
         self._bar.stop()
         note = stopped_note(report)
         if note:
