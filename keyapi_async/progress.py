@@ -150,8 +150,7 @@ class _RichBar:
 
         self.unit = unit
         self._bar = RichProgress(
-            TextColumn("[bold]crawl"),
-            BarColumn(),
+            BarColumn(bar_width=10),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TextColumn("elapsed"),
@@ -166,9 +165,10 @@ class _RichBar:
 
     def __call__(self, report: CrawlReport) -> None:
         rate = (report.accounted - report.skipped_resumed) / report.elapsed if report.elapsed else 0
+        # Kept short: with the labelled clocks the line fits 80 columns.
         info = (
-            f"{rate:,.0f} {self.unit}/s  credits {report.credits_spent:,}  "
-            f"failed {len(report.failed):,}  429s {report.rate_limited:,}"
+            f"{rate:,.0f} {self.unit}/s credits {report.credits_spent:,} "
+            f"failed {len(report.failed):,} 429s {report.rate_limited:,}"
         )
         self._bar.update(self._task, completed=_done(report), info=info)
 

@@ -201,7 +201,7 @@ def test_rich_bar_labels_its_time_columns() -> None:
                            elapsed=1.0))
     text = stream.getvalue()
     assert "elapsed" in text and "ETA" in text
-    assert " 40/" in text and "STOPPED (interrupted)" in text  # 80 columns: 40/… here
+    assert "40/100" in text and "STOPPED (interrupted)" in text
 
 
 def test_state_summary_names_the_ranking_only_field(tmp_path: Path) -> None:
