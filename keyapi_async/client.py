@@ -199,13 +199,17 @@ class _CallScope:
 class _Request:
     """Bookkeeping of one logical request across its attempts."""
 
-    __slots__ = ("attempts", "on_wire", "rate_limited", "replay", "scope")
+    __slots__ = ("attempts", "on_send", "on_wire", "rate_limited", "replay", "scope", "waiting")
 
     def __init__(self, scope: _CallScope) -> None:
         self.scope = scope
         self.attempts = 0
         self.rate_limited = 0
         self.on_wire = False
+        #: Inside an attempt, before the wire: waiting for a slot, a credit or a permit.
+        self.waiting = False
+        #: Called when the request stops waiting (it went on the wire, or the attempt ended).
+        self.on_send: Callable[[], None] | None = None
         #: The first attempt's failure, handed to the retry loop (see KeyAPIClient._request).
         self.replay: KeyAPIError | None = None
 
@@ -435,11 +439,13 @@ class KeyAPIClient:
         )
 
     def _coalesced_cap(self) -> int:
-        """Shared requests started at once: those the rate keeps on the wire, plus one
-        waiting for its permit. Ids keep gathering meanwhile, so when the limiter is the
-        bottleneck batches leave full instead of queueing half-empty for permits."""
-        inflight = self._inflight
-        return min(inflight.limit, math.ceil(self._limiter.qps * inflight.latency) + 1)
+        """Shared requests running at once: a new batch leaves only when no other waits
+        for its permit (those on the wire or between retries do not count). Ids keep
+        gathering meanwhile, so while the limiter is the bottleneck batches leave full
+        instead of queueing half-empty for permits; a batch not yet started counts as
+        waiting."""
+        moving = sum(not request.waiting for request in self._coalesced.values())
+        return min(self._inflight.limit, moving + 1)
 
     def _may_cancel(self, task: asyncio.Task[Any]) -> bool:
         """Whether a shared request every caller left may be cancelled: yes, unless it is
@@ -598,6 +604,7 @@ class KeyAPIClient:
         self._bind_loop()
         loop = asyncio.get_running_loop()
         while True:
+            request.waiting = True
             inflight = self._inflight  # released on the object it was taken from
             await inflight.acquire()
             latency: float | None = None
@@ -621,6 +628,9 @@ class KeyAPIClient:
                 request.attempts += 1
                 self.stats.requests += 1
                 request.on_wire = sent = True
+                request.waiting = False
+                if request.on_send is not None:
+                    request.on_send()
                 if self._emit is not None:
                     attempt_id, wall = self._attempt_started(path, params, request.attempts)
                 try:
@@ -658,6 +668,10 @@ class KeyAPIClient:
                     return decoded
             finally:
                 request.on_wire = False
+                if request.waiting:
+                    request.waiting = False
+                    if request.on_send is not None:
+                        request.on_send()
                 inflight.release(latency)
                 if sent:
                     self._attempt_ended(
@@ -1019,6 +1033,10 @@ class KeyAPIClient:
         self.stats.credits_saved -= 1
         scope = self._app_scope
         request = _Request(scope)
+        request.waiting = True  # until its first attempt reaches the wire
+        coalescer = self._coalescer
+        if coalescer is not None:
+            request.on_send = coalescer.wake  # the next batch may queue for a permit
         task = asyncio.current_task()
         assert task is not None
         self._coalesced[task] = request

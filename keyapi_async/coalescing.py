@@ -206,6 +206,11 @@ class Coalescer(Generic[R]):
                 # Shielded: a second cancellation of this caller still lets them finish.
                 await asyncio.shield(asyncio.gather(*abandoned, return_exceptions=True))
 
+    def wake(self) -> None:
+        """Send what may leave now: call it when ``max_in_flight`` may have grown."""
+        if self._closed is None:
+            self._pump()
+
     async def drain(self) -> None:
         """Wait until no fetch runs (those whose callers all left included) and none is queued
         that could start: what a graceful shutdown waits for before :meth:`aclose`."""
