@@ -116,7 +116,8 @@ class Coalescer(Generic[R]):
         window: Seconds the first queued id waits for company (>= 0).
         batch_size: Ids per fetch (the API takes 10).
         max_in_flight: Cap on fetches running at once: an int, a callable read at each
-            dispatch (the client passes its current in-flight cap), or None for no cap.
+            dispatch (the client's lets a batch leave only when no other waits for a rate
+            limiter permit, and calls :meth:`wake` when one gets it), or None for no cap.
         emit: Receives a :class:`~keyapi_async.events.BatchCoalesced` per batch sent.
         cancel_abandoned: Called with a batch's fetch task when every caller of the batch
             has left; True cancels the fetch. None (the default): never, the batch runs to
