@@ -2,9 +2,11 @@
 
 Exit codes: 0 every id fetched or found missing (ranking: the pages asked for stored);
 1 some ids or a page failed after their retries (re-run to retry just those); 2 aborted:
-bad input, no key, key refused (401) or credits exhausted (402); 130 stopped by Ctrl-C
-(SIGINT) or SIGTERM, with the output valid and resumable (the shell convention for
-SIGINT, so scripts can tell "stopped by the user" from "cannot go on").
+bad input (ids file, output path, an output another crawl holds), no key, key refused
+(401) or credits exhausted (402); 3 the output could not be written mid-crawl (disk
+full): free space and re-run to resume; 130 stopped by Ctrl-C (SIGINT) or SIGTERM, with
+the output valid and resumable (the shell convention for SIGINT, so scripts can tell
+"stopped by the user" from "cannot go on").
 
 The key is read from ``KEYAPI_API_KEY``; it is never printed.
 """
@@ -27,24 +29,26 @@ from typing import Any
 from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .crawlstate import MissingLog, load_state
-from .errors import InvalidParameterError, KeyAPIError
+from .errors import InvalidParameterError, KeyAPIError, OutputWriteError
 from .estimating import estimate_details, estimate_ranking
 from .idsfile import IdsFile, check_ids_file, format_problems
 from .models import RankedVideo, RankType, VideoRankField
-from .progress import make_progress, summary_table
+from .progress import ScanProgress, make_progress, summary_table
 from .sinks import CsvSink, FileSink, JsonlSink, MissingExtraError, ParquetSink
 from .validation import MAX_PAGE_SIZE, check_max_pages, ranking_query
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_ABORTED, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 FORMATS = {"jsonl": JsonlSink, "csv": CsvSink, "parquet": ParquetSink}
 
 _EPILOG_VIDEOS = """\
 IDS_FILE holds one video id a line, or is a CSV with a video_id column; '-' reads
-standard input. Blank lines and lines starting with '#' are skipped. Every id is checked
-before the first request: a file with bad ids is refused with their line numbers.
+standard input, and a pipe such as <(cut -d, -f1 export.csv) works too. UTF-8 (with or
+without a BOM) and UTF-16 with a BOM (PowerShell's '>') are read. Blank lines and lines
+starting with '#' are skipped. Every id is checked before the first request: a file with
+bad ids is refused with their line numbers.
 
 Re-running the same command resumes: ids already in OUT (or recorded as unknown to the
 API in OUT.missing.txt) are skipped, so no credit is spent twice. Ctrl-C stops cleanly.
@@ -58,8 +62,11 @@ examples:
   # four workers (processes or hosts) sharing the key's 20 qps through Redis:
   keyapi-async videos ids.txt --shard 1/4 -o part1.jsonl --qps 20 --redis-url redis://host:6379/0
 
-exit codes: 0 all fetched or missing, 1 some ids failed, 2 aborted (bad input, 401,
-402), 130 interrupted (resumable)."""
+OUT is locked while the crawl runs: a second crawl on the same OUT is refused at once.
+
+exit codes: 0 all fetched or missing, 1 some ids failed, 2 aborted (bad input or OUT,
+401, 402), 3 OUT could not be written (disk full; free space and re-run), 130
+interrupted (resumable)."""
 
 _EPILOG_RANKING = """\
 Stores a ranking list page by page, in rank order. Re-running the same command resumes
@@ -72,7 +79,8 @@ examples:
       --category 601450 --ai false --max-pages 50 -o weekly.csv
 
 exit codes: 0 done, 1 a page failed after its retries (re-run to continue), 2 aborted
-(bad input, 401, 402), 130 interrupted (resumable)."""
+(bad input or OUT, 401, 402), 3 OUT could not be written (disk full; free space and
+re-run), 130 interrupted (resumable)."""
 
 _EPILOG_DEMO = """\
 With no key configured (KEYAPI_API_KEY), or with --mock: starts the embedded fake KeyAPI
@@ -263,6 +271,10 @@ def _sink(args: argparse.Namespace, output: Path) -> FileSink:
     return sink
 
 
+def _error_code(exc: KeyAPIError) -> int:
+    return EXIT_OUTPUT if isinstance(exc, OutputWriteError) else EXIT_ABORTED
+
+
 def _exit_code(report: CrawlReport) -> int:
     if report.ok:
         return EXIT_OK
@@ -339,8 +351,9 @@ def _finish(report: CrawlReport, progress: Any, ranking: bool) -> int:
     return _exit_code(report)
 
 
-async def _videos(args: argparse.Namespace, ids: Iterable[str], total: int) -> int:
-    sink = _sink(args, Path(args.output))
+async def _videos(
+    args: argparse.Namespace, sink: FileSink, ids: Iterable[str], total: int
+) -> int:
     progress = make_progress(total, interval=args.progress_interval)
     try:
         async with _api(args) as client:
@@ -355,12 +368,11 @@ async def _videos(args: argparse.Namespace, ids: Iterable[str], total: int) -> i
         if partial is not None:
             _finish(partial, progress, ranking=False)
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ABORTED
+        return _error_code(exc)
     return _finish(report, progress, ranking=False)
 
 
-async def _ranking(args: argparse.Namespace) -> int:
-    sink = _sink(args, Path(args.output))
+async def _ranking(args: argparse.Namespace, sink: FileSink) -> int:
     total = None if args.max_pages is None else args.max_pages * 10
     progress = make_progress(total, interval=args.progress_interval, unit="records")
     try:
@@ -380,7 +392,9 @@ async def _ranking(args: argparse.Namespace) -> int:
         if partial is not None:
             _finish(partial, progress, ranking=True)
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ABORTED if exc.fatal or partial is None else EXIT_FAILED
+        if exc.fatal or partial is None:
+            return _error_code(exc)
+        return EXIT_FAILED
     return _finish(report, progress, ranking=True)
 
 
@@ -502,25 +516,34 @@ def _add_credit_options(
                           "(default: from its extension, else jsonl)")
     estimate.add_argument("--qps", type=float, default=DEFAULT_QPS,
                           help=f"request starts per second (default {DEFAULT_QPS:g})")
+    estimate.set_defaults(progress_interval=5.0)  # of the ids file's check, as for videos
 
 
 def _resumed(args: argparse.Namespace, kind: str, params: dict[str, Any]) -> list[str | None]:
     """What a resumed crawl into ``args.output`` skips: stored ids, then ids recorded
-    missing. Read as the crawl reads them (a torn last record is dropped, as it would be)."""
+    missing. Read as the crawl reads them, holding the output's lock (a crawl running into
+    it is refused, and a torn last record is dropped, as the crawl would drop it)."""
     if not args.output:
         return []
     sink = _sink(args, Path(args.output))
-    state = load_state(sink.state_path)
-    params = {**params, "format": type(sink).__name__}
-    if state is not None and (state.kind, state.params) != (kind, params):
-        raise InvalidParameterError(
-            f"{sink.path} holds another crawl ({state.kind} {state.params}); a crawl into "
-            "it would be refused"
-        )
-    done: list[str | None] = list(sink.recover()) if sink.exists() else []
-    if kind == "videos":
-        done += MissingLog(sink.path.with_name(sink.path.name + ".missing.txt")).recover()
-    return done
+    missing = MissingLog(sink.path.with_name(sink.path.name + ".missing.txt"))
+    if not sink.exists() and not missing.path.exists():
+        return []
+    sink.acquire(resume=True)
+    try:
+        state = load_state(sink.state_path)
+        params = {**params, "format": type(sink).__name__}
+        if state is not None and (state.kind, state.params) != (kind, params):
+            raise InvalidParameterError(
+                f"{sink.path} holds another crawl ({state.kind} {state.params}); a crawl "
+                "into it would be refused"
+            )
+        done: list[str | None] = list(sink.recover()) if sink.exists() else []
+        if kind == "videos":
+            done += missing.recover()
+        return done
+    finally:
+        sink.release()
 
 
 def _estimate(args: argparse.Namespace) -> int:
@@ -583,17 +606,36 @@ def _check_ids(args: argparse.Namespace) -> tuple[IdsFile, int] | int:
     except InvalidParameterError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return EXIT_ABORTED
+    scan = ScanProgress(ids.name, interval=args.progress_interval)
     try:
-        check = check_ids_file(ids)
-    except (InvalidParameterError, UnicodeDecodeError) as exc:
+        check = check_ids_file(ids, on_progress=scan)
+    except (InvalidParameterError, UnicodeDecodeError, OSError) as exc:
         ids.close()
-        print(f"error: {ids.name}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        message = getattr(exc, "message", None) or f"{ids.name}: {exc}"
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_ABORTED
+    finally:
+        scan.finish()
     if not check.ok:
         ids.close()
         sys.stderr.write(format_problems(check, ids.name))
         return EXIT_ABORTED
     return ids, check.unique
+
+
+def _videos_command(args: argparse.Namespace, sink: FileSink) -> int:
+    checked = _check_ids(args)
+    if isinstance(checked, int):
+        return checked
+    ids, total = checked
+    with ids:
+        if args.shard is None:
+            return asyncio.run(_videos(args, sink, ids, total))
+        from .redis_limiter import shard_filter
+
+        # One more pass over the ids for the shard's size.
+        total = sum(1 for _ in shard_filter(ids, *args.shard))
+        return asyncio.run(_videos(args, sink, shard_filter(ids, *args.shard), total))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -617,20 +659,16 @@ def main(argv: list[str] | None = None) -> int:
             print("error: no API key: set the KEYAPI_API_KEY environment variable "
                   "(or use --mock to try against a local fake server)", file=sys.stderr)
             return EXIT_ABORTED
-        if args.command == "ranking":
-            return asyncio.run(_ranking(args))
-        checked = _check_ids(args)
-        if isinstance(checked, int):
-            return checked
-        ids, total = checked
-        with ids:
-            if args.shard is None:
-                return asyncio.run(_videos(args, ids, total))
-            from .redis_limiter import shard_filter
-
-            # One more pass over the file for the shard's size (lines, not unique ids).
-            total = sum(1 for _ in shard_filter(ids, *args.shard))
-            return asyncio.run(_videos(args, shard_filter(ids, *args.shard), total))
+        # The output is checked and locked first: a bad or busy -o is refused at once,
+        # not after a long check of the ids file.
+        sink = _sink(args, Path(args.output))
+        sink.acquire(resume=not args.no_resume)
+        try:
+            if args.command == "ranking":
+                return asyncio.run(_ranking(args, sink))
+            return _videos_command(args, sink)
+        finally:
+            sink.release()
     except (MissingExtraError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ABORTED

@@ -12,23 +12,44 @@ API), ``failed`` (id -> reason) or ``not_attempted``, so
 Resume: with a built-in file sink, the crawl reads back the ``video_id`` of every record
 already in the output plus the ids recorded missing (``OUT.missing.txt``) and skips them;
 a ranking crawl starts after the last page stored. See :mod:`keyapi_async.crawlstate`.
+A sink of the user's own can take part through the optional ``write_missing`` and
+``resume_ids`` methods (see :class:`~keyapi_async.Sink`).
+
+Output safety: a built-in file sink's output is checked and locked (``OUT.lock``, see
+:mod:`keyapi_async.filelock`) before the first request, for the crawl's life, so two
+crawls can never write one output. A write that fails (a full disk) stops the crawl at
+once with :class:`~keyapi_async.OutputWriteError`: the batch not stored is counted failed,
+the state file still gets its final status, and a resume after freeing space loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Collection, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Collection,
+    Iterable,
+    Sequence,
+)
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 from .client import DetailBatch, KeyAPIClient, RankingPage
 from .crawlstate import CrawlState, MissingLog, load_state, save_state
-from .errors import InvalidParameterError, KeyAPIError
+from .errors import (
+    InvalidParameterError,
+    KeyAPIError,
+    OutputError,
+    OutputLockedError,
+    OutputWriteError,
+)
 from .idset import CompactIdSet
 from .models import RankedVideo
-from .sinks import FileSink, Sink
+from .sinks import FileSink, Sink, output_write_error
 from .validation import MAX_PAGE_SIZE, check_max_pages, check_page, ranking_query, video_id
 
 __all__ = ["CrawlReport", "ProgressCallback", "crawl_video_details", "crawl_video_ranking"]
@@ -162,8 +183,13 @@ class _Stopper:
                 await asyncio.gather(step, return_exceptions=True)
 
 
+#: ids of the sinks crawls are writing to right now (one crawl per sink object)
+_IN_USE: set[int] = set()
+
+
 class _Outputs:
-    """The sink plus, for built-in file sinks, the state file and the missing-ids journal."""
+    """The sink plus, for built-in file sinks, the lock, the state file and the
+    missing-ids journal. ``open`` checks and locks; ``close`` always releases."""
 
     def __init__(self, sink: Sink, kind: str, params: dict[str, Any]) -> None:
         self.sink = sink
@@ -172,6 +198,9 @@ class _Outputs:
         self.missing: MissingLog | None = None
         #: the state a previous run left, when resuming
         self.previous: CrawlState | None = None
+        self.write_missing = getattr(sink, "write_missing", None)
+        self._took_lock = False
+        self._registered = False
         if self.file is not None:
             path = self.file.path
             self.missing = MissingLog(path.with_name(path.name + ".missing.txt"))
@@ -180,17 +209,37 @@ class _Outputs:
     def output(self) -> str | None:
         return None if self.file is None else str(self.file.path)
 
-    def open(self, resume: bool) -> tuple[list[str | None], list[str]]:
-        """Prepare the output; return (ids stored, ids recorded missing) when resuming."""
+    def open(self, resume: bool) -> None:
+        """Check and lock the output, and check a resume continues the same crawl; with
+        ``resume=False``, remove what a previous run wrote. Before any request."""
+        if id(self.sink) in _IN_USE:
+            raise OutputLockedError(f"{self.sink!r} is already used by a running crawl")
+        _IN_USE.add(id(self.sink))
+        self._registered = True
+        try:
+            self._open_file(resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def _open_file(self, resume: bool) -> None:
         if self.file is None:
-            return [], []
+            return
         assert self.missing is not None
-        previous = load_state(self.file.state_path)
+        if not self.file.locked:
+            self.file.acquire(resume=resume)
+            self._took_lock = True
+        try:
+            previous = load_state(self.file.state_path)
+        except ValueError as exc:
+            raise OutputError(
+                f"{exc}; move it away, or overwrite the output with --no-resume "
+                "(resume=False)", path=str(self.file.path),
+            ) from None
         if not resume:
             self.file.discard()
             self.missing.discard()
-            self.save()
-            return [], []
+            return
         if previous is not None and (
             previous.kind != self.state.kind or previous.params != self.state.params
         ):
@@ -199,24 +248,98 @@ class _Outputs:
                 "use another output or disable resume to overwrite it"
             )
         self.previous = previous
-        stored = list(self.file.recover()) if self.file.exists() else []
-        missing = list(self.missing.recover())
-        self.save()
-        return stored, missing
+
+    async def done_ids(self) -> CompactIdSet:
+        """The ids a resumed details crawl skips: stored or recorded missing."""
+        done = CompactIdSet()
+        if self.file is not None:
+            assert self.missing is not None
+            if self.file.exists():
+                done.update(i for i in self.file.recover() if i is not None)
+            done.update(self.missing.recover())
+            return done
+        resume_ids = getattr(self.sink, "resume_ids", None)
+        if resume_ids is not None:
+            async for vid in resume_ids():
+                done.add(vid)
+        return done
+
+    def stored_count(self) -> int:
+        """Records already in a built-in sink's output (repairing a torn tail)."""
+        if self.file is None or not self.file.exists():
+            return 0
+        return sum(1 for _ in self.file.recover())
+
+    def start(self) -> None:
+        """Record the run as started (status "running"); before any request."""
+        try:
+            self.save()
+        except OSError as exc:
+            assert self.file is not None
+            raise output_write_error(self.file.state_path, exc) from exc
 
     def save(self) -> None:
         if self.file is not None:
             save_state(self.file.state_path, self.state)
 
-    async def close(self, report: CrawlReport, status: str) -> None:
+    async def store(self, records: Sequence[Any]) -> None:
+        """Write records; OutputWriteError if the sink cannot (a full disk)."""
         try:
-            await self.sink.close()
-        finally:
+            await self.sink.write(records)
+        except OSError as exc:
+            target = self.file.path if self.file is not None else self.sink
+            raise output_write_error(target, exc) from exc
+
+    async def store_missing(self, ids: Sequence[str]) -> None:
+        """Record the ids the API does not know: journal and/or the sink's write_missing."""
+        try:
             if self.missing is not None:
-                self.missing.close()
+                self.missing.append(ids)
+            if self.write_missing is not None:
+                await self.write_missing(ids)
+        except OSError as exc:
+            target = self.missing.path if self.missing is not None else self.sink
+            raise output_write_error(target, exc) from exc
+
+    async def close(self, report: CrawlReport, status: str) -> OutputWriteError | None:
+        """Close the sink, write the final state, release the lock. Never raises for a
+        failed write: returns the error (the caller raises it unless another is on its
+        way), after recording it in the report and the state."""
+        error: OutputWriteError | None = None
+        try:
+            try:
+                await self.sink.close()
+            except OSError as exc:
+                target = self.file.path if self.file is not None else self.sink
+                error = output_write_error(target, exc)
+                error.__cause__ = exc
+            finally:
+                if self.missing is not None:
+                    self.missing.close()
+            if error is not None:
+                status = "aborted"
+                if report.aborted is None:
+                    report.aborted = _reason(error)
             self.state.status = status
             self.state.summary = report.to_dict()
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:
+                assert self.file is not None
+                if error is None:
+                    error = output_write_error(self.file.state_path, exc)
+                    error.__cause__ = exc
+        finally:
+            self.release()
+        return error
+
+    def release(self) -> None:
+        if self._took_lock and self.file is not None:
+            self.file.release()
+            self._took_lock = False
+        if self._registered:
+            _IN_USE.discard(id(self.sink))
+            self._registered = False
 
 
 def _reason(exc: KeyAPIError) -> str:
@@ -369,17 +492,15 @@ async def crawl_video_details(
     report = CrawlReport()
     counters = _ClientCounters(client)
     outputs = _Outputs(sink, "videos", {"format": type(sink).__name__})
-    stored, missing = outputs.open(resume)
+    outputs.open(resume)
+    try:
+        done = await outputs.done_ids() if resume else CompactIdSet()
+        outputs.start()
+    except BaseException:
+        outputs.release()
+        raise
     report.output = outputs.output
     await counters.resume_rate(outputs)
-    done = CompactIdSet(i for i in stored if i is not None)
-    done.update(missing)
-    del stored, missing
-    resume_ids = getattr(sink, "resume_ids", None)
-    if resume and outputs.file is None and resume_ids is not None:
-        # A sink that keeps its own record of what is done (PostgresSink): stored + missing.
-        async for vid in resume_ids():
-            done.add(vid)
     feed: _SyncFeed | _AsyncFeed = (
         _AsyncFeed(ids, done, report) if isinstance(ids, AsyncIterable)
         else _SyncFeed(ids, done, report)
@@ -409,7 +530,11 @@ async def crawl_video_details(
                     fatal = exc  # 401/402, raised after the in-flight batches were yielded
                     break
                 in_batches += len(batch.ids)
-                await _store_batch(batch, report, outputs)
+                try:
+                    await _store_batch(batch, report, outputs)
+                except OutputWriteError as exc:
+                    fatal = exc  # a full disk: stop now, in-flight requests are cancelled
+                    break
                 counters.update(report)
                 report.elapsed = time.monotonic() - started
                 if on_progress is not None:
@@ -430,6 +555,9 @@ async def crawl_video_details(
             status = "interrupted"
         else:
             status = "complete" if report.ok else "failed"
+    except Exception:
+        status = "aborted"  # a custom sink's own error, say
+        raise
     except BaseException:
         status = "interrupted" if status == "running" else status
         raise
@@ -437,8 +565,8 @@ async def crawl_video_details(
         counters.update(report)
         counters.keep_rate(outputs)
         report.elapsed = time.monotonic() - started
-        await outputs.close(report, status)
-    error = fatal or feed.error
+        close_error = await outputs.close(report, status)
+    error = fatal or feed.error or close_error
     if error is not None:
         error.report = report  # type: ignore[attr-defined]
         raise error
@@ -446,6 +574,8 @@ async def crawl_video_details(
 
 
 async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Outputs) -> None:
+    """Store one batch and account for its ids; OutputWriteError (with the ids that could
+    not be stored counted failed) when the output cannot be written."""
     if not batch.sent:
         report.not_attempted += len(batch.ids)
         return
@@ -460,13 +590,19 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
     # Ids whose record could not be decoded: failed, with the reason (never retried here).
     report.failed.update(batch.failed)
     found = len(batch.ids) - len(batch.missing) - len(batch.failed)
-    if videos:
-        await outputs.sink.write(videos)
-    if batch.missing and outputs.missing is not None:
-        outputs.missing.append(batch.missing)
-    elif batch.missing and (write_missing := getattr(outputs.sink, "write_missing", None)):
-        await write_missing(batch.missing)
+    try:
+        if videos:
+            await outputs.store(videos)
+    except OutputWriteError as exc:
+        _failed(report, batch.ids, exc)
+        raise
     report.fetched += found
+    if batch.missing:
+        try:
+            await outputs.store_missing(batch.missing)
+        except OutputWriteError as exc:
+            _failed(report, batch.missing, exc)  # a resume asks for them again
+            raise
     report.missing += len(batch.missing)
 
 
@@ -482,6 +618,12 @@ def _with_placeholders(page: RankingPage, page_size: int, report: CrawlReport) -
         rank = (page.page_num - 1) * page_size + position + 1
         report.failed[f"rank {rank}"] = f"undecodable record: {page.failed[position]}"
     return records
+
+
+def _failed(report: CrawlReport, ids: Iterable[str], exc: KeyAPIError) -> None:
+    reason = f"not stored: {_reason(exc)}"
+    for vid in ids:
+        report.failed[vid] = reason
 
 
 async def crawl_video_ranking(
@@ -525,16 +667,21 @@ async def crawl_video_ranking(
     params = {k: v for k, v in query.params(1, page_size).items() if k != "page_num"}
     params["format"] = type(sink).__name__
     outputs = _Outputs(sink, "ranking", params)
-    stored, _ = outputs.open(resume)
+    outputs.open(resume)
+    try:
+        stored = outputs.stored_count() if resume else 0
+        outputs.state.pages_done = stored // page_size
+        outputs.start()
+    except BaseException:
+        outputs.release()
+        raise
     report.output = outputs.output
     await counters.resume_rate(outputs)
     # Pages are written whole and in order: the records stored say which pages are done.
-    pages_done, partial = divmod(len(stored), page_size)
-    report.skipped_resumed = report.requested = len(stored)
+    pages_done, partial = divmod(stored, page_size)
+    report.skipped_resumed = report.requested = stored
     previous = outputs.previous
     complete = bool(partial) or (previous is not None and previous.status == "complete")
-    del stored
-    outputs.state.pages_done = pages_done
     remaining = None if max_pages is None else max_pages - pages_done
 
     stopper = _Stopper(stop, stop_grace, lambda: None)
@@ -558,17 +705,26 @@ async def crawl_video_ranking(
                         error = exc
                         break
                     records = _with_placeholders(page, page_size, report)
-                    if records:
-                        await sink.write(records)
                     if page.attempts:  # 0: served by the cache
                         report.credits_spent += 1
+                    if records:
+                        try:
+                            await outputs.store(records)
+                        except OutputWriteError as exc:
+                            error = exc  # the page is fetched again by a resume
+                            break
                     report.pages += 1
                     report.fetched += len(page.items)
                     report.requested += len(records)
                     outputs.state.pages_done += 1
                     if len(records) < page_size:
                         complete = True
-                    outputs.save()
+                    try:
+                        outputs.save()
+                    except OSError as exc:
+                        assert outputs.file is not None  # only file sinks save a state
+                        error = output_write_error(outputs.file.state_path, exc)
+                        break
                     counters.update(report)
                     report.elapsed = time.monotonic() - started
                     if on_progress is not None:
@@ -582,6 +738,9 @@ async def crawl_video_ranking(
             status = "interrupted"
         else:
             status = "complete" if complete else "partial"
+    except Exception:
+        status = "aborted"  # a custom sink's own error, say
+        raise
     except BaseException:
         status = "interrupted" if status == "running" else status
         raise
@@ -589,7 +748,8 @@ async def crawl_video_ranking(
         counters.update(report)
         counters.keep_rate(outputs)
         report.elapsed = time.monotonic() - started
-        await outputs.close(report, status)
+        close_error = await outputs.close(report, status)
+    error = error or close_error
     if error is not None:
         error.report = report  # type: ignore[attr-defined]
         raise error

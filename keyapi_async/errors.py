@@ -23,6 +23,9 @@ __all__ = [
     "InvalidParameterError",
     "KeyAPIError",
     "MalformedAnswerError",
+    "OutputError",
+    "OutputLockedError",
+    "OutputWriteError",
     "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
@@ -363,3 +366,34 @@ def error_for_status(
     return error_for_code(
         status, message, status=status, request_id=request_id, retry_after=retry_after
     )
+class OutputError(KeyAPIError):
+    """The crawl's output cannot be used: checked before the first request, so no credit
+    was spent (a missing or read-only directory, a directory where a file is expected, a
+    file a crawl did not write). ``path`` is the output; ``errno`` the OS error, if any.
+    """
+
+    fatal = True
+    hint = "fix the output path (-o); no request was sent and no credit spent"
+
+    def __init__(
+        self, message: str, *, path: str | None = None, errno: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
+class OutputLockedError(OutputError):
+    """Another crawl (another process, or another task of this one) is writing the same
+    output; refused before any request. The lock dies with its holder, even on kill -9."""
+
+    hint = "wait for the other crawl to finish, or give this one another output"
+
+
+class OutputWriteError(OutputError):
+    """Writing the output failed mid-crawl (disk full, quota, I/O error). The crawl stopped
+    at once; what is stored and the state file are consistent, and the error carries the
+    partial report as ``err.report``. The batch that could not be written is in
+    ``report.failed`` (its credit was spent; a resume fetches it again)."""
+
+    hint = "free space (or fix the disk) and re-run the same crawl: it resumes where it stopped"

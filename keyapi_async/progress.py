@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from .crawl import CrawlReport
 
-__all__ = ["Progress", "make_progress", "status_line", "summary_table"]
+__all__ = ["Progress", "ScanProgress", "make_progress", "status_line", "summary_table"]
 
 
 class Progress(Protocol):
@@ -160,6 +161,57 @@ def make_progress(
         return _RichBar(total, stream, unit)
     except ImportError:
         return _CarriageReturn(total, stream, unit)
+
+
+class ScanProgress:
+    """Progress of a pass over the input before the crawl (checking a large ids file).
+
+    A ``check_ids_file`` ``on_progress`` callback. Quiet for the first ``delay`` seconds,
+    so a small file prints nothing; then, on a terminal, one line redrawn in place five
+    times a second at most, elsewhere a line every ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        stream: TextIO | None = None,
+        interval: float = 5.0,
+        delay: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval = 0.2 if self.tty else interval
+        self.clock = clock
+        self._start = clock()
+        self._next = self._start + delay
+        self._last: tuple[int, int | None, int | None] = (0, None, None)
+        #: Whether anything was written (so ``finish`` knows to write the last state).
+        self.shown = False
+
+    def __call__(self, entries: int, done: int | None, total: int | None) -> None:
+        self._last = (entries, done, total)
+        now = self.clock()
+        if now >= self._next:
+            self._next = now + self.interval
+            self._show(now, end="" if self.tty else "\n")
+
+    def _show(self, now: float, end: str) -> None:
+        entries, done, total = self._last
+        text = f"checking {self.label}: {entries:,} ids"
+        if done is not None and total:
+            text += f", {done / 2**20:,.0f}/{total / 2**20:,.0f} MiB ({100 * done / total:.0f}%)"
+        text += f", {_duration(now - self._start)}"
+        self.stream.write(f"\r{text}{end}" if self.tty else f"{text}{end}")
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        """Write the last state, if anything was shown (a small file shows nothing)."""
+        if self.shown:
+            self._show(self.clock(), end="\n")
 
 
 def _summary_rows(report: CrawlReport, ranking: bool) -> list[tuple[str, str]]:

@@ -18,7 +18,9 @@ leftover journal into a part. A kill -9 thus loses no more than with the other s
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import importlib
 import io
 import os
@@ -32,6 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 import msgspec.inspect as mi
 
+from .errors import OutputError, OutputLockedError, OutputWriteError
+from .filelock import FileLock, LockHeld
 from .models import RankedVideo, VideoDetail
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "MissingExtraError",
     "ParquetSink",
     "Sink",
+    "output_write_error",
 ]
 
 _CHUNK = 1 << 24  # bytes read at a time when scanning an existing output
@@ -48,7 +53,26 @@ _CHUNK = 1 << 24  # bytes read at a time when scanning an existing output
 
 @runtime_checkable
 class Sink(Protocol):
-    """Anything a crawl can write records to."""
+    """Anything a crawl can write records to: async ``write(records)`` and ``close()``.
+
+    Two optional methods, looked up with ``getattr`` and never required, let a sink of your
+    own (a database table, say) do what the built-in file sinks do with the files beside
+    their output:
+
+    ``async def write_missing(self, ids: Sequence[str]) -> None``
+        The ids of one batch that the API does not know, called once per batch (at most
+        10 ids a call, so nothing accumulates), after that batch's records were written.
+        A details crawl's missing ids reach the sink only this way; ``report.missing`` is
+        just their count.
+    ``def resume_ids(self) -> AsyncIterator[str]``
+        The ids a resumed details crawl (``resume=True``) must skip: those stored, and
+        those recorded missing. Called once, before the first request; the ids are kept
+        in a compact set (about 9 bytes an id). Not called with ``resume=False``.
+
+    An ``OSError`` raised by ``write`` or ``write_missing`` (a full disk, say) stops the
+    crawl like a full disk stops a file sink: :class:`~keyapi_async.OutputWriteError`
+    with the partial report.
+    """
 
     async def write(self, records: Sequence[Any]) -> None:
         """Store one batch of records (msgspec Structs)."""
@@ -71,8 +95,9 @@ _ID_LINES = msgspec.json.Decoder(_IdOnly)
 class FileSink:
     """Base of the built-in sinks: one output path, durable batch appends, resume support.
 
-    A crawl calls :meth:`recover` (resume) or :meth:`discard` (start over) before the
-    first :meth:`write`.
+    A crawl calls :meth:`acquire` (check the path, lock it), then :meth:`recover` (resume)
+    or :meth:`discard` (start over) before the first :meth:`write`, and :meth:`release`
+    after :meth:`close`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
@@ -81,6 +106,9 @@ class FileSink:
         self.records_written = 0
         self._fd: int | None = None
         self._last_sync = 0.0
+        # Beside the real path: two spellings of one output (a symlink) share one lock.
+        real = Path(os.path.realpath(self.path))
+        self._lock = FileLock(real.with_name(real.name + ".lock"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -91,6 +119,84 @@ class FileSink:
     def state_path(self) -> Path:
         """The crawl's state file for this output."""
         return self.path.with_name(self.path.name + ".state.json")
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file beside the output (present only while a crawl holds it, or left by a
+        killed one, which locks nothing)."""
+        return self._lock.path
+
+    @property
+    def locked(self) -> bool:
+        """Whether this sink holds its output's lock."""
+        return self._lock.held
+
+    def acquire(self, *, resume: bool = True) -> None:
+        """Check that the output can be written, then lock it (with its state files) until
+        :meth:`release`. Raises :class:`~keyapi_async.OutputError` (a missing or read-only
+        directory, a directory where a file belongs or the reverse, or, when resuming, a
+        non-empty output with no state file: not written by a crawl) and
+        :class:`~keyapi_async.OutputLockedError` (another crawl holds it). Idempotent."""
+        if self._lock.held:
+            return
+        self._check_kind()
+        parent = self.path.parent
+        if not parent.is_dir():
+            what = f"{parent} is not a directory" if parent.exists() else (
+                f"directory {parent} does not exist"
+            )
+            raise OutputError(f"cannot write {self.path}: {what}", path=str(self.path))
+        try:
+            self._lock.acquire()
+        except LockHeld:
+            raise OutputLockedError(
+                f"{self.path} is being written by another crawl (it holds {self.lock_path})",
+                path=str(self.path),
+            ) from None
+        except OSError as exc:
+            raise _unwritable(self.path, parent, exc) from None
+        try:
+            self._check_writable(parent)
+            self._check_owner(resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def release(self) -> None:
+        """Drop the output's lock (after :meth:`close`)."""
+        self._lock.release()
+
+    def _check_kind(self) -> None:
+        if self.path.is_dir():
+            raise OutputError(
+                f"{self.path} is a directory; name the output file (only Parquet output "
+                "is a directory)", path=str(self.path),
+            )
+
+    def _check_writable(self, parent: Path) -> None:
+        # The lock file may be a leftover of a killed run, so its creation proved nothing.
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise _unwritable(self.path, parent, None)
+        if self.path.is_file():
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+            except OSError as exc:
+                raise _unwritable(self.path, self.path, exc) from None
+
+    def _has_content(self) -> bool:
+        try:
+            return self.path.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
+    def _check_owner(self, resume: bool) -> None:
+        if resume and not self.state_path.exists() and self._has_content():
+            raise OutputError(
+                f"{self.path} exists but was not written by a keyapi-async crawl (there is "
+                f"no {self.state_path.name} beside it); move it away or choose another "
+                "output, or overwrite it with --no-resume (resume=False)",
+                path=str(self.path),
+            )
 
     def exists(self) -> bool:
         """Whether a previous run left output here."""
@@ -144,12 +250,68 @@ class FileSink:
         await self.close()
 
 
+def _unwritable(path: Path, where: Path, exc: OSError | None) -> OutputError:
+    reason = exc.strerror if exc is not None and exc.strerror else "permission denied"
+    return OutputError(
+        f"cannot write {path}: {where}: {reason}", path=str(path),
+        errno=None if exc is None else exc.errno,
+    )
+
+
+def output_write_error(target: object, exc: OSError) -> OutputWriteError:
+    """The typed error for a failed write of ``target`` (a path, or a custom sink).
+
+    On a full disk the message names the file system (its mount point) and its free
+    space, so the user knows which disk to clear.
+    """
+    reason = exc.strerror or str(exc)
+    message = f"cannot write {target}: {reason}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and isinstance(target, Path):
+        message += _space_note(target)
+    return OutputWriteError(message, path=str(target), errno=exc.errno)
+
+
+def _space_note(path: Path) -> str:
+    try:
+        mount = Path(os.path.abspath(path)).parent
+        while not os.path.ismount(mount):
+            mount = mount.parent
+        stat = os.statvfs(mount)
+    except (OSError, AttributeError):  # statvfs: not on Windows
+        return ""
+    free = stat.f_bavail * stat.f_frsize
+    return f" (the file system mounted at {mount} has {_size(free)} free)"
+
+
+def _size(n: int) -> str:
+    value, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n:,} bytes" if unit == "bytes" else f"{value:,.1f} {unit}"
+
+
 def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written (a write may be partial)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    """Append ``data`` to ``fd`` (opened ``O_APPEND``) whole or not at all.
+
+    ``os.write`` until every byte is written (a write may be partial). If a later write
+    fails (a disk filling up writes what fits, then raises ENOSPC), the bytes already
+    written are cut off again, so a failed append leaves no torn record behind. The
+    common case, one complete write, costs no extra system call.
+    """
+    written = os.write(fd, data)
+    if written == len(data):
+        return
+    start = os.lseek(fd, 0, os.SEEK_CUR) - written
+    view = memoryview(data)[written:]
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        with contextlib.suppress(OSError):  # if it fails, the resume cuts the tail off
+            os.ftruncate(fd, start)
+        raise
 
 
 def _truncate_torn_lines(path: Path) -> int:
@@ -280,9 +442,10 @@ class CsvSink(FileSink):
         columns = _columns(type(records[0]))
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
+        header = None
         if self._header is None and (not self.path.exists() or self.path.stat().st_size == 0):
             writer.writerow(columns)
-            self._header = columns
+            header = columns
         elif self._header is not None and self._header != columns:
             raise ValueError(
                 f"{self.path} has other columns than {type(records[0]).__name__} records; "
@@ -292,6 +455,8 @@ class CsvSink(FileSink):
         for row in msgspec.to_builtins(records):
             writer.writerow([_cell(row[name], encode) for name in columns])
         self._append(out.getvalue().encode("utf-8"))
+        if header is not None:
+            self._header = header  # only now: a failed first append wrote no header
         self.records_written += len(records)
 
 
@@ -406,6 +571,38 @@ class ParquetSink(FileSink):
         ]
         return sorted(found)
 
+    def _check_kind(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(
+                f"{self.path} is a file, and Parquet output is a directory of part files; "
+                "choose a new name (or another --format)", path=str(self.path),
+            )
+
+    def _check_writable(self, parent: Path) -> None:
+        super()._check_writable(parent)
+        if self.path.is_dir() and not os.access(self.path, os.W_OK | os.X_OK):
+            raise _unwritable(self.path, self.path, None)
+
+    def _has_content(self) -> bool:
+        return self.path.is_dir() and any(self.path.iterdir())
+
+    def _check_owner(self, resume: bool) -> None:
+        super()._check_owner(resume)
+        if self.state_path.exists() or not self.path.is_dir():
+            return
+        # Starting over removes only part files and journals: refuse to mix parts into a
+        # directory holding anything else (another tool's files, perhaps its own parts).
+        ours = (_PART, _JOURNAL)
+        foreign = [
+            p.name for p in self.path.iterdir() if not any(r.fullmatch(p.name) for r in ours)
+        ]
+        if foreign or self._parts():
+            raise OutputError(
+                f"{self.path} holds files a keyapi-async crawl did not write (no "
+                f"{self.state_path.name} beside it), e.g. {(foreign or ['part files'])[0]}; "
+                "choose a new or empty directory", path=str(self.path),
+            )
+
     def _part_number(self) -> int:
         if self._next_part is None:
             parts = self._parts()
@@ -449,14 +646,18 @@ class ParquetSink(FileSink):
         table = self._pa.Table.from_pylist(rows, schema=arrow_schema(record_type))
         final = self.path / f"part-{number:06d}.parquet"
         temp = self.path / f"_part-{number:06d}.parquet.tmp"
-        self._pq.write_table(table, temp, row_group_size=len(records))
-        if self.fsync_interval is not None:
-            fd = os.open(temp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(temp, final)
+        try:
+            self._pq.write_table(table, temp, row_group_size=len(records))
+            if self.fsync_interval is not None:
+                fd = os.open(temp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # a disk filling up: no half part left behind
+            raise
 
     def _flush_part(self) -> None:
         if not self._buffer:
@@ -496,7 +697,10 @@ class ParquetSink(FileSink):
         self._buffer.extend(records)
         self.records_written += len(records)
         if len(self._buffer) >= self.rows_per_part:
-            self._flush_part()
+            # On a full disk the batch is still stored (journaled): the part is retried
+            # by the next write and by close(), which raise if the disk is still full.
+            with contextlib.suppress(OSError):
+                self._flush_part()
 
     async def close(self) -> None:
         """Write the last part and remove its journal."""

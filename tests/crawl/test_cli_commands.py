@@ -51,9 +51,11 @@ def test_ids_file_layouts(tmp_path: Path) -> None:
     headless.write_text("id,name\n12,a\n")
     with pytest.raises(Exception, match="video_id"):
         list(IdsFile(headless))
-    with IdsFile("-", stdin=io.StringIO("1\n2\n")) as piped:
-        spooled = piped.path
-        assert list(piped) == ["1", "2"] and spooled.exists()
+    with IdsFile("-", stdin=io.StringIO("1\n2\n1\n")) as piped:
+        assert check_ids_file(piped).unique == 2  # the one read of stdin, spooled
+        spooled = piped._spool
+        assert spooled is not None and spooled.exists()
+        assert list(piped) == ["1", "2", "1"] and list(piped) == ["1", "2", "1"]
     assert not spooled.exists()
 
 
