@@ -33,12 +33,14 @@ import msgspec
 from ._version import __version__
 from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
+from .crawlstate import MissingLog, load_state
 from .errors import InvalidParameterError, KeyAPIError, OutputWriteError
+from .estimating import estimate_details, estimate_ranking
 from .idsfile import IdsFile, check_ids_file, format_problems
 from .models import RankedVideo, RankType, VideoRankField
 from .progress import ScanProgress, make_progress, summary_table
 from .sinks import CsvSink, FileSink, JsonlSink, MissingExtraError, ParquetSink, Sink
-from .validation import check_region
+from .validation import MAX_PAGE_SIZE, check_max_pages, check_region, ranking_query
 
 __all__ = ["build_parser", "main"]
 
@@ -267,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only videos (not) created by AI")
     ranking.add_argument("--max-pages", type=int, metavar="N", help="stop after N pages")
     _add_client_options(ranking, DEFAULT_QPS)
+    _add_credit_options(videos, ranking, commands)
 
     mock = commands.add_parser(
         "mock-server", help="run the fake KeyAPI server",
@@ -349,7 +352,7 @@ async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator
     options: dict[str, Any] = {
         "qps": args.qps, "max_qps": args.max_qps, "max_concurrency": args.max_concurrency,
         "max_retries": args.max_retries, "timeout": args.timeout,
-        "proxy": getattr(args, "proxy", None),
+        "proxy": getattr(args, "proxy", None), "max_credits": getattr(args, "max_credits", None),
     }
     mock = getattr(args, "mock", False)
     async with contextlib.AsyncExitStack() as stack:
@@ -616,6 +619,126 @@ def _charged_note(spent: int, charged: int) -> str:
     )
 
 
+_EPILOG_ESTIMATE = """\
+Counts what 'keyapi-async videos IDS_FILE' would cost, without sending anything (no key
+needed): unique ids, ids already done in OUT (a resume skips them), requests, credits
+and the wall time of the request starts at --qps. A run without failures spends exactly
+the credits estimated; each retry costs one more (and counts against --max-credits).
+
+examples:
+  keyapi-async estimate ids.txt
+  keyapi-async estimate ids.txt -o videos.jsonl --qps 20   # what resuming into OUT costs
+  keyapi-async ranking --date 2024-05-01 --region US --rank-field views --rank-type day \\
+      --max-pages 50 -o ranking.jsonl --estimate"""
+
+
+def _add_credit_options(
+    videos: argparse.ArgumentParser, ranking: argparse.ArgumentParser, commands: Any
+) -> None:
+    """--max-credits on the crawls, ``ranking --estimate`` and the ``estimate`` command."""
+    for parser in (videos, ranking):
+        parser.add_argument(
+            "--max-credits", type=int, metavar="N",
+            help="never start a request that could take this run past N credits (retries "
+            "included); the ids left are not attempted, and a re-run resumes",
+        )
+    ranking.add_argument(
+        "--estimate", action="store_true",
+        help="print what the crawl would cost (pages, credits, time at --qps) and exit, "
+        "sending nothing",
+    )
+    estimate = commands.add_parser(
+        "estimate", help="count what a videos crawl would cost, sending nothing",
+        description="Count the requests, credits and time a videos crawl of IDS_FILE takes.",
+        epilog=_EPILOG_ESTIMATE, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    estimate.add_argument("ids_file", metavar="IDS_FILE", help="ids file, or - for stdin")
+    estimate.add_argument(
+        "-o", "--output", metavar="OUT",
+        help="the crawl's output: ids stored there (or recorded missing) are not counted",
+    )
+    estimate.add_argument("--format", choices=sorted(FORMATS), help="OUT's format "
+                          "(default: from its extension, else jsonl)")
+    estimate.add_argument("--qps", type=float, default=DEFAULT_QPS,
+                          help=f"request starts per second (default {DEFAULT_QPS:g})")
+    estimate.set_defaults(progress_interval=5.0)  # of the ids file's check, as for videos
+
+
+def _resumed(args: argparse.Namespace, kind: str, params: dict[str, Any]) -> list[str | None]:
+    """What a resumed crawl into ``args.output`` skips: stored ids, then ids recorded
+    missing. Read as the crawl reads them, holding the output's lock (a crawl running into
+    it is refused, and a torn last record is dropped, as the crawl would drop it)."""
+    if not args.output:
+        return []
+    sink = _sink(args, Path(args.output))
+    missing = MissingLog(sink.path.with_name(sink.path.name + ".missing.txt"))
+    if not sink.exists() and not missing.path.exists():
+        return []
+    sink.acquire(resume=True)
+    try:
+        state = load_state(sink.state_path)
+        params = {**params, "format": type(sink).__name__}
+        if state is not None and (state.kind, state.params) != (kind, params):
+            raise InvalidParameterError(
+                f"{sink.path} holds another crawl ({state.kind} {state.params}); a crawl "
+                "into it would be refused"
+            )
+        done: list[str | None] = list(sink.recover()) if sink.exists() else []
+        if kind == "videos":
+            done += missing.recover()
+        return done
+    finally:
+        sink.release()
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    """``keyapi-async estimate``: a videos crawl's cost, sending nothing."""
+    checked = _check_ids(args)
+    if isinstance(checked, int):
+        return checked
+    ids, _ = checked
+    with ids:
+        done = {i for i in _resumed(args, "videos", {}) if i is not None}
+        est = estimate_details(ids, qps=args.qps, done=done)
+    print(f"ids read      {est.ids:>12,}\n"
+          f"unique ids    {est.unique:>12,}\n"
+          f"already done  {est.done:>12,}" + (f"  (in {args.output})" if args.output else "")
+          + f"\nto fetch      {est.todo:>12,}\n"
+          f"requests      {est.requests:>12,}\n"
+          f"credits       {est.credits:>12,}  (each retry costs one more)\n"
+          f"wall time     {est.seconds:>12,.1f} s at {args.qps:g} qps (request starts only)")
+    return EXIT_OK
+
+
+def _estimate_ranking(args: argparse.Namespace) -> int:
+    """``ranking --estimate``: at most how many pages (and credits) the crawl takes."""
+    query = ranking_query(
+        date=args.date, region=args.region,
+        video_rank_field=VideoRankField[args.rank_field.upper()],
+        rank_type=RankType[args.rank_type.upper()],
+        product_category_id=args.category, created_by_ai=args.ai,
+    )
+    check_max_pages(args.max_pages)
+    params = {k: v for k, v in query.params(1, MAX_PAGE_SIZE).items() if k != "page_num"}
+    stored = len(_resumed(args, "ranking", params)) if not args.no_resume else 0
+    pages_done = stored // MAX_PAGE_SIZE
+    qps = DEFAULT_QPS if args.qps == "auto" else args.qps
+    print(f"pages stored  {pages_done:>12,}  (in {args.output})")
+    if stored % MAX_PAGE_SIZE:
+        print("the list is complete in OUT: nothing to fetch")
+        return EXIT_OK
+    if args.max_pages is None:
+        print("pages to go   unknown: the list ends at its first short page; pass "
+              "--max-pages N for a bound (1 request, 1 credit a page)")
+        return EXIT_OK
+    est = estimate_ranking(args.max_pages, qps=qps, pages_done=pages_done)
+    when = "auto: at least" if args.qps == "auto" else "at"
+    print(f"requests      {est.requests:>12,}  (at most: a shorter list costs less)\n"
+          f"credits       {est.credits:>12,}\n"
+          f"wall time     {est.seconds:>12,.1f} s {when} {qps:g} qps (request starts only)")
+    return EXIT_OK
+
+
 def _mock_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .testing.cli import run
 
@@ -678,6 +801,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return asyncio.run(_demo(args))
+        if args.command == "estimate":
+            return _estimate(args)
+        if args.command == "ranking" and args.estimate:
+            return _estimate_ranking(args)
         if not args.mock and not (args.api_key or os.environ.get("KEYAPI_API_KEY")):
             return _refuse(args, "no API key: set the KEYAPI_API_KEY environment variable "
                            "(or use --mock to try against a local fake server)")

@@ -500,6 +500,7 @@ async def crawl_video_details(
     *,
     stop: asyncio.Event | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    use_cache: bool = False,
 ) -> CrawlReport:
     """Fetch the details of every id into ``sink``; return the :class:`CrawlReport`.
 
@@ -516,7 +517,8 @@ async def crawl_video_details(
     skipped; ``resume=False`` overwrites the output. Setting ``stop`` ends the crawl
     early: no new request starts, those in flight get ``stop_grace`` seconds, and the
     report comes back with ``aborted="interrupted"``. A cancelled crawl still closes the
-    sink and writes its state.
+    sink and writes its state. A crawl bypasses the client's cache unless ``use_cache``:
+    then ids fresh in it cost nothing, and every answer is stored in it.
     """
     if isinstance(ids, (str, bytes, int)):
         raise InvalidParameterError(
@@ -552,7 +554,9 @@ async def crawl_video_details(
     status = "running"
     try:
         # The client halts on `stop` too: batches not yet on the wire are given up at once.
-        batches = client.iter_detail_batches(feed, dedupe=False, stop=stop)
+        batches = client.iter_detail_batches(
+            feed, dedupe=False, stop=stop, use_cache=use_cache
+        )
         async with aclosing(batches):
             while True:
                 try:
@@ -623,7 +627,8 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
         for vid in batch.ids:
             report.failed[vid] = reason
         return
-    report.credits_spent += 1
+    if batch.attempts:  # 0: served by the cache
+        report.credits_spent += 1
     videos = batch.videos  # one record per id asked: the client filters where it makes batches
     # Ids whose record could not be decoded: failed, with the reason (never retried here).
     report.failed.update(batch.failed)
@@ -680,6 +685,7 @@ async def crawl_video_ranking(
     page_size: int = MAX_PAGE_SIZE,
     stop: asyncio.Event | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    use_cache: bool = False,
 ) -> CrawlReport:
     """Store a whole ranking list (or its first ``max_pages`` pages) in ``sink``.
 
@@ -689,7 +695,8 @@ async def crawl_video_ranking(
     list cannot skip a page): the error is raised with the partial report as
     ``err.report``, and a re-run continues from there. An item of a paid page that could
     not be decoded is stored as an empty record (so that line n stays rank n) and listed
-    in ``report.failed`` as ``"rank N"``; its page is not fetched again.
+    in ``report.failed`` as ``"rank N"``; its page is not fetched again. The client's
+    cache is bypassed unless ``use_cache``.
     """
     query = ranking_query(
         date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
@@ -729,7 +736,7 @@ async def crawl_video_ranking(
                 date=query.date, region=query.region, video_rank_field=query.video_rank_field,
                 rank_type=query.rank_type, page_size=page_size, start_page=pages_done + 1,
                 max_pages=remaining, product_category_id=query.product_category_id,
-                created_by_ai=query.created_by_ai, stop=stop,
+                created_by_ai=query.created_by_ai, stop=stop, use_cache=use_cache,
             )
             async with aclosing(pages):
                 while not stopper.stopping:
@@ -741,7 +748,8 @@ async def crawl_video_ranking(
                         error = exc
                         break
                     records = _with_placeholders(page, page_size, report)
-                    report.credits_spent += 1
+                    if page.attempts:  # 0: served by the cache
+                        report.credits_spent += 1
                     if records:
                         try:
                             await outputs.store(records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import InvalidParameterError
@@ -15,9 +16,11 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "REGIONS",
     "RankingQuery",
+    "api_path",
     "check_max_pages",
     "check_page",
     "check_region",
+    "query_params",
     "ranking_query",
     "video_id",
 ]
@@ -27,6 +30,9 @@ MAX_PAGE_SIZE = 10
 
 _VIDEO_ID = re.compile(r"[0-9]{1,20}")  # [0-9], not \d: \d also matches other scripts' digits
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Segments of unreserved characters only: no scheme, host, query, fragment or escape.
+_API_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
+_PARAM_NAME = re.compile(r"[A-Za-z0-9._~-]+")
 
 #: The 249 ISO 3166-1 alpha-2 country codes (a static list: a region outside it is refused
 #: before a credit is spent, e.g. ``usa`` or ``UK``).
@@ -211,3 +217,53 @@ def ranking_query(
             f"invalid created_by_ai {created_by_ai!r}: expected True, False or None"
         )
     return RankingQuery(day, region, rank_field, period, category, created_by_ai)
+
+
+def api_path(path: object) -> str:
+    """Validate the path of a KeyAPI endpoint: relative to the base URL, e.g.
+    ``/v1/tiktok/video/trend/analytics``; no scheme, host, query, ``.`` or ``..``."""
+    if (
+        isinstance(path, str) and _API_PATH.fullmatch(path)
+        and not any(segment in (".", "..") for segment in path.split("/"))
+    ):
+        return path
+    if isinstance(path, str) and ("?" in path or "#" in path):
+        why = "it holds a query or fragment: pass the parameters in params"
+    elif isinstance(path, str) and ("://" in path or path.startswith("//")):
+        why = "it names a host: the client sends every request to its base_url"
+    else:
+        why = "expected an API path such as '/v1/tiktok/video/trend/analytics'"
+    raise InvalidParameterError(f"invalid path {path!r}: {why}")
+
+
+def query_params(params: object) -> dict[str, str]:
+    """Validate a request's parameters into the strings the API takes.
+
+    A mapping of names to str, int or bool values (bools as ``"true"`` / ``"false"``, as the
+    API writes them); None values are left out. Anything else is refused.
+    """
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise InvalidParameterError(
+            f"invalid params of type {type(params).__name__}: expected a dict of names to "
+            "str, int or bool values"
+        )
+    query: dict[str, str] = {}
+    for name, value in params.items():
+        if not isinstance(name, str) or not _PARAM_NAME.fullmatch(name):
+            raise InvalidParameterError(f"invalid parameter name {name!r}")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            query[name] = "true" if value else "false"
+        elif isinstance(value, int):
+            query[name] = str(value)
+        elif isinstance(value, str) and value.isprintable():
+            query[name] = value
+        else:
+            raise InvalidParameterError(
+                f"invalid value for parameter {name!r} of type {type(value).__name__}: "
+                "expected a printable str, an int or a bool"
+            )
+    return query
