@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from . import bulk, decode, fidelity, gateways, memory, overhead, soak
+from . import apps, bulk, decode, fidelity, gateways, memory, overhead, soak
 from .chart import write_chart
 from .harness import SectionResult, print_table
 
@@ -38,6 +38,7 @@ SECTIONS: dict[str, Callable[[bool], SectionResult]] = {
     "crawl": bulk.run,
     "memory": memory.run,
     "gateways": gateways.run,
+    "apps": apps.run,
 }
 PACKAGES = (
     "keyapi-async", "aiohttp", "msgspec", "aiolimiter", "orjson", "pydantic", "pydantic-core",

@@ -29,6 +29,7 @@ from .client import (
     RankingPage,
 )
 from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
+from .decoding import RawResponse
 from .errors import (
     APIConnectionError,
     APIUnreachableError,
@@ -133,6 +134,7 @@ __all__ = [
     "RateLimited",
     "RateLimiter",
     "RateLimiterUnavailableError",
+    "RawResponse",
     "RedirectError",
     "RedisCache",
     "RedisRateLimiter",

@@ -8,7 +8,8 @@ Each entry lives in a :class:`CacheKind` (what it is, and the type it decodes to
   id the API did not know (a *negative entry*: asking again would spend a credit to learn
   the same thing);
 * :data:`RANKING_PAGES`: a ranking page's items, keyed by :func:`query_key` of the whole
-  query (path and every parameter, page number and size included).
+  query (path and every parameter, page number and size included);
+* :data:`RAW_ANSWERS`: the untyped answers of ``KeyAPIClient.request``, keyed the same way.
 
 :class:`MemoryCache` is in-process and bounded; ``RedisCache`` (module ``redis_cache``,
 extra ``redis``) shares entries between processes and hosts, with the same interface.
@@ -23,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlencode
 
+from .decoding import RawResponse
 from .errors import ConfigurationError
 from .models import RankedVideo, VideoDetail
 
@@ -31,6 +33,7 @@ __all__ = [
     "DEFAULT_TTL",
     "DETAILS",
     "RANKING_PAGES",
+    "RAW_ANSWERS",
     "Cache",
     "CacheKind",
     "MemoryCache",
@@ -68,6 +71,8 @@ class CacheKind(Generic[T]):
 DETAILS: Final[CacheKind[VideoDetail]] = CacheKind("detail", VideoDetail)
 #: Ranking pages' items by :func:`query_key`.
 RANKING_PAGES: Final[CacheKind[list[RankedVideo]]] = CacheKind("ranking", list[RankedVideo])
+#: Answers of other endpoints (``KeyAPIClient.request``) by :func:`query_key`.
+RAW_ANSWERS: Final[CacheKind[RawResponse]] = CacheKind("raw", RawResponse)
 
 
 def query_key(path: str, params: Mapping[str, str]) -> str:

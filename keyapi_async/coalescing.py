@@ -24,9 +24,11 @@ Guarantees:
 * **Cancellation.** Cancelling a caller never cancels another caller's ids: fetches run in
   tasks of their own that no caller awaits directly (the shared request is shielded).
   Ids still queued that every caller has abandoned are dropped unsent. A batch already
-  handed to ``fetch`` runs to the end even when all its callers are gone: its request may
-  be on the wire, so its answer is paid for, and the client's fetch keeps the records
-  (the cache) instead of throwing a paid answer away mid-flight.
+  handed to ``fetch`` whose callers are all gone runs to its end by default; with
+  ``cancel_abandoned`` it is cancelled when that predicate says so (the client cancels it
+  unless its request is on the wire and a cache will keep the paid answer), and the
+  caller that left last waits for the cancellation to finish, so no work it alone wanted
+  outlives it.
 
 Single event loop, no locks: every state change happens between awaits.
 """
@@ -68,12 +70,24 @@ class Fetched(Generic[R]):
 class _Entry:
     """One id on its way: the future its callers wait on, and how many wait."""
 
-    __slots__ = ("future", "queued", "waiters")
+    __slots__ = ("batch", "future", "queued", "waiters")
 
     def __init__(self, future: asyncio.Future[Any]) -> None:
         self.future = future
         self.waiters = 0
         self.queued = True
+        self.batch: _Batch | None = None  # set when the id leaves in a batch
+
+
+class _Batch:
+    """Ids sent together, and the task fetching them."""
+
+    __slots__ = ("entries", "ids", "task")
+
+    def __init__(self, ids: list[str], entries: list[_Entry]) -> None:
+        self.ids = ids
+        self.entries = entries
+        self.task: asyncio.Task[None] | None = None
 
 
 def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
@@ -102,8 +116,12 @@ class Coalescer(Generic[R]):
         window: Seconds the first queued id waits for company (>= 0).
         batch_size: Ids per fetch (the API takes 10).
         max_in_flight: Cap on fetches running at once: an int, a callable read at each
-            dispatch (the client passes its current in-flight cap), or None for no cap.
+            dispatch (the client's lets a batch leave only when no other waits for a rate
+            limiter permit, and calls :meth:`wake` when one gets it), or None for no cap.
         emit: Receives a :class:`~keyapi_async.events.BatchCoalesced` per batch sent.
+        cancel_abandoned: Called with a batch's fetch task when every caller of the batch
+            has left; True cancels the fetch. None (the default): never, the batch runs to
+            its end.
     """
 
     def __init__(
@@ -114,6 +132,7 @@ class Coalescer(Generic[R]):
         batch_size: int = 10,
         max_in_flight: int | Callable[[], int] | None = None,
         emit: Callable[[Event], None] | None = None,
+        cancel_abandoned: Callable[[asyncio.Task[None]], bool] | None = None,
     ) -> None:
         if not (isinstance(window, (int, float)) and math.isfinite(window) and window >= 0):
             raise ValueError(f"window must be a number of seconds >= 0, got {window!r}")
@@ -133,6 +152,7 @@ class Coalescer(Generic[R]):
         self.window = float(window)
         self.batch_size = batch_size
         self._emit = emit
+        self._cancel_abandoned = cancel_abandoned
         self._entries: dict[str, _Entry] = {}  # every id queued or in flight
         self._queue: dict[str, _Entry] = {}  # ids waiting for a batch, oldest first
         self._tasks: set[asyncio.Task[None]] = set()
@@ -179,8 +199,18 @@ class Coalescer(Generic[R]):
                     raise own from (error if own is not error else None)
             return [joined[vid].result() for vid in ids]
         finally:
-            for vid, future in joined.items():
-                self._leave(vid, future)
+            abandoned = {
+                task for vid, future in joined.items()
+                if (task := self._leave(vid, future)) is not None
+            }
+            if abandoned:
+                # Shielded: a second cancellation of this caller still lets them finish.
+                await asyncio.shield(asyncio.gather(*abandoned, return_exceptions=True))
+
+    def wake(self) -> None:
+        """Send what may leave now: call it when ``max_in_flight`` may have grown."""
+        if self._closed is None:
+            self._pump()
 
     async def drain(self) -> None:
         """Wait until no fetch runs (those whose callers all left included) and none is queued
@@ -215,18 +245,36 @@ class Coalescer(Generic[R]):
         entry.waiters += 1
         return entry.future
 
-    def _leave(self, vid: str, future: asyncio.Future[Any]) -> None:
+    def _leave(self, vid: str, future: asyncio.Future[Any]) -> asyncio.Task[None] | None:
+        """One caller leaves ``vid``; returns the batch's fetch if this cancelled it."""
         entry = self._entries.get(vid)
         if entry is None or entry.future is not future:
-            return  # answered (or failed) and forgotten already
+            return None  # answered (or failed) and forgotten already
         entry.waiters -= 1
-        if entry.waiters == 0 and entry.queued:
+        if entry.waiters:
+            return None
+        if entry.queued:
             # Nobody wants it any more and it was never sent: drop it, spend nothing.
             del self._entries[vid]
             del self._queue[vid]
             future.cancel()
             if not self._queue:
                 self._idle()
+            return None
+        batch = entry.batch
+        if (
+            self._cancel_abandoned is None or batch is None or batch.task is None
+            or batch.task.done() or any(e.waiters for e in batch.entries)
+            or not self._cancel_abandoned(batch.task)
+        ):
+            return None
+        # Every caller of the batch left: forget its ids first, so that a new ask for one
+        # of them opens a fresh entry instead of joining a fetch being cancelled.
+        for other, other_entry in zip(batch.ids, batch.entries, strict=True):
+            if self._entries.get(other) is other_entry:
+                del self._entries[other]
+        batch.task.cancel()
+        return batch.task
 
     def _idle(self) -> None:
         if self._timer is not None:
@@ -246,15 +294,17 @@ class Coalescer(Generic[R]):
                 break
             ids = list(itertools.islice(self._queue, self.batch_size))
             entries = [self._queue.pop(vid) for vid in ids]
+            batch = _Batch(ids, entries)
             for entry in entries:
                 entry.queued = False
+                entry.batch = batch
             self.batches += 1
             if self._emit is not None:
                 self._emit(BatchCoalesced(
                     ids=len(ids), asks=sum(e.waiters for e in entries),
                     full=len(ids) == self.batch_size,
                 ))
-            task = asyncio.get_running_loop().create_task(
+            task = batch.task = asyncio.get_running_loop().create_task(
                 self._run(ids, entries, self._generation)
             )
             self._tasks.add(task)
@@ -269,8 +319,13 @@ class Coalescer(Generic[R]):
             outcome = await self._fetch(ids)
         except (Exception, asyncio.CancelledError) as exc:
             error: BaseException = exc
-            if isinstance(exc, asyncio.CancelledError):  # only aclose cancels a fetch
-                error = self._closed or exc
+            if isinstance(exc, asyncio.CancelledError):
+                if self._closed is None:
+                    # Abandoned by every caller (see _leave): nobody waits for these ids.
+                    for entry in entries:
+                        entry.future.cancel()
+                    raise
+                error = self._closed  # aclose: the waiting callers get its error
             for entry in entries:
                 _settle(entry.future, None, error)
             if isinstance(error, KeyAPIError) and error.fatal and generation == self._generation:

@@ -70,6 +70,8 @@ class CrawlReport:
     from the client's side, so the server's own count can be higher.
     ``requests``, ``retries`` and ``rate_limited`` are the client's counters over the crawl
     (they include any other call made concurrently on the same client).
+    A crawl stopped by cancellation (a second Ctrl-C) raises the CancelledError with the
+    partial report as ``exc.report``, ``aborted="interrupted"``.
     """
 
     #: unique ids in the input (details) or records stored (ranking)
@@ -91,6 +93,11 @@ class CrawlReport:
     aborted: str | None = None
     #: the output path (built-in sinks)
     output: str | None = None
+    #: requests cancelled on the wire when the crawl was stopped: the server may have
+    #: answered and charged them (their ids are counted not attempted, a resume asks again)
+    in_flight: int = 0
+    #: "videos" or "ranking": which fields of :meth:`to_dict` apply
+    kind: str = "videos"
 
     @property
     def ok(self) -> bool:
@@ -110,6 +117,13 @@ class CrawlReport:
         data = asdict(self)
         data["failed"] = len(self.failed)
         data["ok"] = self.ok
+        # `complete` is about a ranking list: named so a details crawl's summary cannot read
+        # "complete: false" beside a state whose status is "complete".
+        complete = data.pop("complete")
+        pages = data.pop("pages")
+        if self.kind == "ranking":
+            data["list_complete"] = complete
+            data["pages"] = pages
         return data
 
 
@@ -123,13 +137,16 @@ class _ClientCounters:
     def __init__(self, client: KeyAPIClient) -> None:
         self.client = client
         stats = client.stats
-        self.start = (stats.requests, stats.retries, stats.rate_limited)
+        self.start = (
+            stats.requests, stats.retries, stats.rate_limited, stats.cancelled_on_wire
+        )
 
     def update(self, report: CrawlReport) -> None:
         stats = self.client.stats
         report.requests = stats.requests - self.start[0]
         report.retries = stats.retries - self.start[1]
         report.rate_limited = stats.rate_limited - self.start[2]
+        report.in_flight = stats.cancelled_on_wire - self.start[3]
 
     async def resume_rate(self, outputs: _Outputs) -> None:
         """Start a ``qps="auto"`` client from the rate the previous run learned."""
@@ -245,8 +262,9 @@ class _Outputs:
             previous.kind != self.state.kind or previous.params != self.state.params
         ):
             raise InvalidParameterError(
-                f"{self.file.path} holds another crawl ({previous.kind} {previous.params}); "
-                "use another output or disable resume to overwrite it"
+                f"{self.file.path} holds another crawl ({_describe(previous)}), not this "
+                f"one ({_describe(self.state)}): choose another output, or overwrite it with "
+                "--no-resume (resume=False)"
             )
         self.previous = previous
 
@@ -341,6 +359,27 @@ class _Outputs:
         if self._registered:
             _IN_USE.discard(id(self.sink))
             self._registered = False
+
+
+def _describe(state: CrawlState) -> str:
+    """A crawl's kind and parameters in words, for the resume-conflict message."""
+    params = state.params
+    if state.kind == "ranking":
+        fields = {"1": "views", "2": "sales"}
+        periods = {"1": "day", "2": "week", "3": "month"}
+        text = (
+            f"ranking {params.get('date')} {params.get('region')} by "
+            f"{fields.get(str(params.get('video_rank_field')), '?')} per "
+            f"{periods.get(str(params.get('rank_type')), '?')}"
+        )
+        extra = [f"{k}={params[k]}" for k in ("product_category_id", "created_by_ai")
+                 if k in params]
+        if extra:
+            text += " " + " ".join(extra)
+    else:
+        text = "video details"
+    sink = str(params.get("format", "")).removesuffix("Sink").lower()
+    return f"{text}, {sink}" if sink else text
 
 
 def _reason(exc: KeyAPIError) -> str:
@@ -463,6 +502,7 @@ async def crawl_video_details(
     stop: asyncio.Event | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
     lineage: bool = True,
+    use_cache: bool = False,
 ) -> CrawlReport:
     """Fetch the details of every id into ``sink``; return the :class:`CrawlReport`.
 
@@ -479,7 +519,8 @@ async def crawl_video_details(
     skipped; ``resume=False`` overwrites the output. Setting ``stop`` ends the crawl
     early: no new request starts, those in flight get ``stop_grace`` seconds, and the
     report comes back with ``aborted="interrupted"``. A cancelled crawl still closes the
-    sink and writes its state.
+    sink and writes its state. A crawl bypasses the client's cache unless ``use_cache``:
+    then ids fresh in it cost nothing, and every answer is stored in it.
 
     With ``lineage`` (default) every record carries ``fetched_at`` and ``request_id``
     (see :doc:`the data model </data-model>`); ``lineage=False`` leaves both out.
@@ -521,7 +562,9 @@ async def crawl_video_details(
     status = "running"
     try:
         # The client halts on `stop` too: batches not yet on the wire are given up at once.
-        batches = client.iter_detail_batches(feed, dedupe=False, stop=stop)
+        batches = client.iter_detail_batches(
+            feed, dedupe=False, stop=stop, use_cache=use_cache
+        )
         async with aclosing(batches):
             while True:
                 try:
@@ -562,8 +605,12 @@ async def crawl_video_details(
     except Exception:
         status = "aborted"  # a custom sink's own error, say
         raise
-    except BaseException:
-        status = "interrupted" if status == "running" else status
+    except BaseException as exc:
+        if status == "running":  # cancelled (a second Ctrl-C): stopped, not aborted
+            status = "interrupted"
+            report.aborted = report.aborted or "interrupted"
+            report.not_attempted += feed.handed - in_batches
+        exc.report = report  # type: ignore[attr-defined]
         raise
     finally:
         counters.update(report)
@@ -599,7 +646,8 @@ async def _store_batch(
         for vid in batch.ids:
             report.failed[vid] = reason
         return
-    report.credits_spent += 1
+    if batch.attempts:  # 0: served by the cache
+        report.credits_spent += 1
     videos = batch.videos  # one record per id asked: the client filters where it makes batches
     # Ids whose record could not be decoded: failed, with the reason (never retried here).
     report.failed.update(batch.failed)
@@ -660,6 +708,7 @@ async def crawl_video_ranking(
     stop: asyncio.Event | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
     lineage: bool = True,
+    use_cache: bool = False,
 ) -> CrawlReport:
     """Store a whole ranking list (or its first ``max_pages`` pages) in ``sink``.
 
@@ -669,8 +718,9 @@ async def crawl_video_ranking(
     list cannot skip a page): the error is raised with the partial report as
     ``err.report``, and a re-run continues from there. An item of a paid page that could
     not be decoded is stored as an empty record (so that line n stays rank n) and listed
-    in ``report.failed`` as ``"rank N"``; its page is not fetched again. ``lineage``: as
-    for :func:`crawl_video_details` (a placeholder carries its page's lineage too).
+    in ``report.failed`` as ``"rank N"``; its page is not fetched again. The client's
+    cache is bypassed unless ``use_cache``. ``lineage``: as for
+    :func:`crawl_video_details` (a placeholder carries its page's lineage too).
     """
     query = ranking_query(
         date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
@@ -679,7 +729,7 @@ async def crawl_video_ranking(
     _, page_size = check_page(1, page_size)
     max_pages = check_max_pages(max_pages)
     started = time.monotonic()
-    report = CrawlReport()
+    report = CrawlReport(kind="ranking")
     counters = _ClientCounters(client)
     params: dict[str, Any] = dict(query.params(1, page_size))
     del params["page_num"]
@@ -713,7 +763,7 @@ async def crawl_video_ranking(
                 date=query.date, region=query.region, video_rank_field=query.video_rank_field,
                 rank_type=query.rank_type, page_size=page_size, start_page=pages_done + 1,
                 max_pages=remaining, product_category_id=query.product_category_id,
-                created_by_ai=query.created_by_ai, stop=stop,
+                created_by_ai=query.created_by_ai, stop=stop, use_cache=use_cache,
             )
             async with aclosing(pages):
                 while not stopper.stopping:
@@ -727,7 +777,8 @@ async def crawl_video_ranking(
                     records = _with_placeholders(page, page_size, report)
                     if lineage:
                         _stamp(records, page.request_id)
-                    report.credits_spent += 1
+                    if page.attempts:  # 0: served by the cache
+                        report.credits_spent += 1
                     if records:
                         try:
                             await outputs.store(records)
@@ -762,8 +813,12 @@ async def crawl_video_ranking(
     except Exception:
         status = "aborted"  # a custom sink's own error, say
         raise
-    except BaseException:
-        status = "interrupted" if status == "running" else status
+    except BaseException as exc:
+        if status == "running":  # cancelled (a second Ctrl-C): stopped, not aborted
+            status = "interrupted"
+            report.aborted = report.aborted or "interrupted"
+            report.complete = complete
+        exc.report = report  # type: ignore[attr-defined]
         raise
     finally:
         counters.update(report)

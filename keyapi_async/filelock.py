@@ -85,6 +85,12 @@ class FileLock:
             os.close(fd)
         raise LockHeld(str(self.path))  # pragma: no cover - a release storm
 
+    def __del__(self) -> None:
+        # Forgotten without release(): close the file, which drops the lock.
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
+
     def release(self) -> None:
         """Remove the lock file and drop the lock (a no-op when not held)."""
         fd, self._fd = self._fd, None

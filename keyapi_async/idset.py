@@ -82,8 +82,8 @@ class CompactIdSet:
     def update(self, ids: Iterable[str]) -> int:
         """Add every id of ``ids``; return how many were new.
 
-        The same steps as :meth:`add`, inlined with the lookups bound to locals: a bulk
-        load (an ids file's check, a resume reading back its output) runs ~1.5x faster.
+        The same steps as :meth:`add`, inlined with the lookups bound to locals, for bulk
+        loads (an ids file's check, a resume reading back its output).
         """
         blocks, other, limit, size = self._blocks, self._other, _LIMIT, self._block_size
         low, high, split = self._low, self._high, self._split

@@ -25,11 +25,13 @@ import contextlib
 import csv
 import io
 import os
+import re
 import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -46,6 +48,10 @@ ID_COLUMN = "video_id"
 MAX_LINE = 1 << 20
 #: Entries between two calls of the check's progress callback.
 PROGRESS_EVERY = 1 << 16
+
+#: What :func:`~keyapi_async.validation.video_id` accepts, as one C call per text: the
+#: check's fast path (tests hold the two to the same answers).
+_VALID = re.compile(r"(?=[0-9]{1,20}\Z)0*[1-9][0-9]*").fullmatch
 
 #: ``(entries read, bytes read or None, total bytes or None)``; None where unknown (a pipe).
 ScanProgressCallback = Callable[[int, int | None, int | None], None]
@@ -101,14 +107,14 @@ def _encoding(head: bytes) -> str:
 
 class _Lines:
     """The lines of a byte stream decoded as ``encoding`` (or of a text stream, with
-    ``encoding`` None), read in chunks, so no line ever costs more than ``MAX_LINE``
-    characters of memory. ``\\r\\n`` and ``\\r`` end lines like ``\\n``; lines come
-    with a ``\\n`` (the last one may lack it).
+    ``encoding`` None), read in chunks of ``CHUNK`` characters and handed on a chunk's
+    lines at a time (:meth:`blocks`), so the per-line work can be done in bulk.
+    ``\\r\\n`` and ``\\r`` end lines like ``\\n``.
 
-    ``number`` is the 1-based number of the last line returned. A line longer than
-    ``MAX_LINE`` comes back cut to that length without its newline (the rest is read and
-    dropped), or, in ``strict`` mode (CSV), is an error with its line number. Bytes that
-    are not valid in the encoding are an error with their line number.
+    No line costs more than ``MAX_LINE`` characters of memory: a longer one comes back cut
+    to that length (the rest is read and dropped), or, in ``strict`` mode (CSV), is an
+    error with its line number. Bytes that are not valid in the encoding are an error with
+    their line number.
     """
 
     CHUNK = 1 << 16
@@ -149,7 +155,9 @@ class _Lines:
             if not data:
                 return
 
-    def __iter__(self) -> Iterator[str]:
+    def blocks(self) -> Iterator[list[str]]:
+        """The complete lines of each chunk read, without their newlines; after each
+        block, ``number`` is the number of its last line."""
         carry = ""
         overlong = False  # dropping the rest of a line already returned cut
         for chunk in self._chunks():
@@ -158,28 +166,42 @@ class _Lines:
             if overlong and lines:
                 overlong = False
                 lines.pop(0)  # the end of the overlong line
-            for line in lines:
-                self.number += 1
-                if len(line) >= MAX_LINE:
-                    line = self._cut(line)
-                yield line + "\n"
             if overlong:
                 carry = ""
             elif len(carry) >= MAX_LINE:
-                self.number += 1
-                yield self._cut(carry)
+                lines.append(carry)  # returned now (cut), its rest dropped as it comes
                 carry, overlong = "", True
+            if lines:
+                yield self._checked(lines)
         if carry and not overlong:
-            self.number += 1
-            yield carry
+            yield self._checked([carry])
 
-    def _cut(self, line: str) -> str:
-        if self.strict:
-            raise InvalidParameterError(
-                f"{self.name}: line {self.number} is longer than {MAX_LINE:,} characters; "
-                "is this an ids file?"
-            )
-        return line[:MAX_LINE]
+    def _checked(self, lines: list[str]) -> list[str]:
+        base = self.number
+        self.number += len(lines)
+        if max(map(len, lines)) >= MAX_LINE:
+            for offset, line in enumerate(lines):
+                if len(line) >= MAX_LINE:
+                    if self.strict:
+                        raise InvalidParameterError(
+                            f"{self.name}: line {base + offset + 1} is longer than "
+                            f"{MAX_LINE:,} characters; is this an ids file?"
+                        )
+                    lines[offset] = line[:MAX_LINE]
+        return lines
+
+    def one_by_one(self, blocks: Iterator[list[str]], first: list[str]) -> Iterator[str]:
+        """The lines of ``first`` (the rest of the current block) then of ``blocks``, one at
+        a time with a newline, ``number`` following each: what the csv module reads."""
+        block = first
+        while True:
+            base = self.number - len(block)
+            for offset, line in enumerate(block, 1):
+                self.number = base + offset
+                yield line + "\n"
+            block = next(blocks, None)  # type: ignore[arg-type]
+            if block is None:
+                return
 
 
 class IdsFile:
@@ -277,10 +299,21 @@ class IdsFile:
 
     def entries(self) -> Iterator[tuple[int, str]]:
         """Yield ``(line_number, text)`` for every entry, comments and blanks skipped."""
+        for texts, numbers in self._entry_blocks():
+            yield from zip(numbers(), texts, strict=True)
+
+    def __iter__(self) -> Iterator[str]:
+        """Yield the ids as text (validate first with :func:`check_ids_file`)."""
+        for texts, _ in self._entry_blocks():
+            yield from texts
+
+    def _entry_blocks(self) -> Iterator[tuple[list[str], Callable[[], list[int]]]]:
+        """The entries, a block at a time: their texts, and a function giving their line
+        numbers (computed only when asked: for the invalid ones)."""
         if self._spool is not None:
             with self._spool.open(encoding="ascii") as spooled:
-                for number, line in enumerate(spooled, 1):
-                    yield number, line.rstrip("\n")
+                for first, texts in _spool_blocks(spooled):
+                    yield texts, partial(_consecutive, first, len(texts))
             return
         if self.once:
             if self._consumed:
@@ -292,41 +325,46 @@ class IdsFile:
         with self._source() as (source, encoding):
             yield from self._parse(_Lines(source, self.name, encoding))
 
-    def _parse(self, lines: _Lines) -> Iterator[tuple[int, str]]:
-        physical = iter(lines)  # one generator: it holds the partial line between chunks
-        first: str | None = None
-        for raw in physical:
-            stripped = raw.strip()
-            if stripped and not stripped.startswith("#"):
-                first = stripped
-                break
-        if first is None:
+    def _parse(self, lines: _Lines) -> Iterator[tuple[list[str], Callable[[], list[int]]]]:
+        blocks = lines.blocks()
+        found = _first_entry(blocks)
+        if found is None:
             return
+        block, index, first = found
+        header_line = lines.number - len(block) + index + 1
         if ID_COLUMN in _csv_cells(first):
             lines.strict = True
-            yield from self._csv_entries(lines, physical, first)
+            rest = block[index + 1:]
+            if max(map(len, rest), default=0) >= MAX_LINE:
+                raise InvalidParameterError(  # a line cut before we knew it was CSV
+                    f"{self.name}: a line after {header_line} is longer than {MAX_LINE:,} "
+                    "characters; is this an ids file?"
+                )
+            yield from self._csv_blocks(lines, lines.one_by_one(blocks, rest), first)
             return
         if "," in first:
             raise InvalidParameterError(
-                f"{self.name}: line {lines.number} looks like CSV but has no "
+                f"{self.name}: line {header_line} looks like CSV but has no "
                 f"{ID_COLUMN!r} column in its header"
             )
-        yield lines.number, first
-        for raw in physical:
-            stripped = raw.strip()
-            if stripped and not stripped.startswith("#"):
-                yield lines.number, stripped
+        yield from _plain(block, lines.number - len(block), index)
+        base = lines.number
+        for block in blocks:
+            yield from _plain(block, base, 0)
+            base = lines.number
 
-    def _csv_entries(
+    def _csv_blocks(
         self, lines: _Lines, physical: Iterator[str], header: str
-    ) -> Iterator[tuple[int, str]]:
+    ) -> Iterator[tuple[list[str], Callable[[], list[int]]]]:
         column = _csv_cells(header).index(ID_COLUMN)
         reader = csv.reader(physical)
+        texts: list[str] = []
+        numbers: list[int] = []
         while True:
             try:
                 row = next(reader)
             except StopIteration:
-                return
+                break
             except csv.Error as exc:
                 limit = csv.field_size_limit()
                 detail = (
@@ -341,12 +379,13 @@ class IdsFile:
             if row[0].lstrip().startswith("#"):
                 continue
             # A row spanning lines (a quoted newline) is numbered by its last line.
-            yield lines.number, row[column].strip() if column < len(row) else ""
-
-    def __iter__(self) -> Iterator[str]:
-        """Yield the ids as text (validate first with :func:`check_ids_file`)."""
-        for _, text in self.entries():
-            yield text
+            texts.append(row[column].strip() if column < len(row) else "")
+            numbers.append(lines.number)
+            if len(texts) >= 4096:
+                yield texts, partial(list, numbers)
+                texts, numbers = [], []
+        if texts:
+            yield texts, partial(list, numbers)
 
     @contextlib.contextmanager
     def _spooling(self) -> Iterator[IO[str] | None]:
@@ -369,6 +408,45 @@ def _csv_cells(line: str) -> list[str]:
     return [cell.strip() for cell in next(csv.reader([line]), [])]
 
 
+def _first_entry(blocks: Iterator[list[str]]) -> tuple[list[str], int, str] | None:
+    """The block holding the first entry, its index there and its text."""
+    for block in blocks:
+        for index, raw in enumerate(block):
+            text = raw.strip()
+            if text and not text.startswith("#"):
+                return block, index, text
+    return None
+
+
+def _consecutive(first: int, count: int) -> list[int]:
+    return list(range(first, first + count))
+
+
+def _plain(
+    block: list[str], base: int, start: int
+) -> Iterator[tuple[list[str], Callable[[], list[int]]]]:
+    """The entries of a block of one-id-a-line lines (line ``base + 1`` first), from
+    index ``start``: stripped, comments and blanks dropped, in list comprehensions."""
+    stripped = [line.strip() for line in (block[start:] if start else block)]
+    texts = [text for text in stripped if text and text[0] != "#"]
+    if texts:
+        yield texts, partial(_entry_numbers, stripped, base + start + 1)
+
+
+def _entry_numbers(stripped: list[str], first: int) -> list[int]:
+    return [first + i for i, text in enumerate(stripped) if text and text[0] != "#"]
+
+
+def _spool_blocks(spooled: IO[str]) -> Iterator[tuple[int, list[str]]]:
+    number = 1
+    while True:
+        texts = [line.rstrip("\n") for line in spooled.readlines(1 << 16)]
+        if not texts:
+            return
+        yield number, texts
+        number += len(texts)
+
+
 def check_ids_file(
     ids: IdsFile,
     *,
@@ -384,33 +462,28 @@ def check_ids_file(
     """
     check = IdsCheck()
     seen = CompactIdSet()
-    batch: list[str] = []
     next_report = PROGRESS_EVERY
-
-    def flush(spool: IO[str] | None) -> None:
-        seen.update(batch)  # in bulk: the set's fast path
-        if spool is not None:
-            spool.write("\n".join(batch) + "\n")  # repeats too: the crawl drops them
-        batch.clear()
-
     with ids._spooling() as spool:
-        for number, text in ids.entries():
-            check.ids += 1
-            try:
-                batch.append(video_id(text))
-            except InvalidParameterError:
-                if len(check.problems) < max_problems:
-                    check.problems.append(IdProblem(number, text[:100]))  # not a 1 MiB line
-                else:
-                    check.more_problems += 1
-                continue
-            if len(batch) >= 4096:
-                flush(spool)
-                if on_progress is not None and check.ids >= next_report:
-                    next_report = check.ids + PROGRESS_EVERY
-                    on_progress(check.ids, ids.bytes_read, ids.size)
-        if batch:
-            flush(spool)
+        for texts, numbers in ids._entry_blocks():
+            check.ids += len(texts)
+            if not all(map(_VALID, texts)):  # rare: find the bad ones and their lines
+                valid: list[str] = []
+                for number, text in zip(numbers(), texts, strict=True):
+                    try:
+                        valid.append(video_id(text))
+                    except InvalidParameterError:
+                        if len(check.problems) < max_problems:
+                            # Cut: an overlong line may be 1 MiB.
+                            check.problems.append(IdProblem(number, text[:100]))
+                        else:
+                            check.more_problems += 1
+                texts = valid
+            seen.update(texts)
+            if spool is not None and texts:
+                spool.write("\n".join(texts) + "\n")  # repeats too: the crawl drops them
+            if on_progress is not None and check.ids >= next_report:
+                next_report = check.ids + PROGRESS_EVERY
+                on_progress(check.ids, ids.bytes_read, ids.size)
     check.unique = len(seen)
     if on_progress is not None:
         on_progress(check.ids, ids.size, ids.size)

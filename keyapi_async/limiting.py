@@ -101,6 +101,9 @@ class LocalRateLimiter:
     second of use until the first 429, then settles below the limit the server enforces,
     up to ``max_qps``. :meth:`penalize` pauses every permit (Retry-After).
 
+    The arithmetic is our own rather than aiolimiter's leaky bucket: that bucket bounds the
+    starts in a window, not the gap between two of them, which is what a strict gateway checks.
+
     The schedule is GCRA: permits ``interval = 1 / (r * (1 - headroom))`` apart on
     average, the ``headroom`` (2 %) absorbing the jitter between our start times and the
     server's. A late wake-up of the loop is made up for, but a permit never comes sooner

@@ -143,7 +143,9 @@ class FileSink:
         self.records_written = 0
         self._fd: int | None = None
         self._last_sync = 0.0
-        self._lock = FileLock(self.path.with_name(self.path.name + ".lock"))
+        # Beside the real path: two spellings of one output (a symlink) share one lock.
+        real = Path(os.path.realpath(self.path))
+        self._lock = FileLock(real.with_name(real.name + ".lock"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"

@@ -388,6 +388,65 @@ def test_a_batch_whose_callers_all_left_still_completes() -> None:
     run_virtual(scenario())
 
 
+def test_cancel_abandoned_cancels_a_batch_once_its_last_caller_leaves() -> None:
+    async def scenario() -> None:
+        fetch = FakeFetch()
+        asked: list[asyncio.Task[None]] = []
+
+        def cancel(task: asyncio.Task[None]) -> bool:
+            asked.append(task)
+            return True
+
+        c: Coalescer[str] = Coalescer(fetch, cancel_abandoned=cancel)
+        first = spawn(c.get(["x", "y"]))
+        second = spawn(c.get(["y"]))
+        [call] = await fetch.calls_made(1)
+        first.cancel()
+        await asyncio.wait([first])
+        assert not call.cancelled and asked == []  # "y" is still wanted by the second
+        second.cancel()
+        await asyncio.wait([second])
+        # The last caller waited for the cancellation: nothing of it is left running.
+        assert call.cancelled and len(asked) == 1 and c.in_flight == 0 and not c._entries
+        # A new ask opens a fresh fetch; it never joins the cancelled one.
+        again = spawn(c.get(["x"]))
+        _, call2 = await fetch.calls_made(2)
+        call2.answer()
+        assert await again == [rec("x")]
+
+    run_virtual(scenario())
+
+
+def test_cancel_abandoned_may_decline_and_the_batch_completes() -> None:
+    async def scenario() -> None:
+        fetch = FakeFetch()
+        c: Coalescer[str] = Coalescer(fetch, cancel_abandoned=lambda task: False)
+        caller = spawn(c.get(["x"]))
+        [call] = await fetch.calls_made(1)
+        caller.cancel()
+        await asyncio.wait([caller])
+        assert c.in_flight == 1 and not call.cancelled
+        call.answer()
+        await c.drain()
+        assert c.in_flight == 0 and not c._entries
+
+    run_virtual(scenario())
+
+
+def test_a_caller_failing_on_one_batch_abandons_its_other_batch() -> None:
+    async def scenario() -> None:
+        fetch = FakeFetch()
+        c: Coalescer[str] = Coalescer(fetch, batch_size=1, cancel_abandoned=lambda task: True)
+        caller = spawn(c.get(["a", "b"]))
+        first, second = await fetch.calls_made(2)
+        first.fail(ka.ServerError("boom", status=500))
+        with pytest.raises(ka.ServerError):
+            await caller
+        assert second.cancelled and c.in_flight == 0  # nobody else wanted "b"
+
+    run_virtual(scenario())
+
+
 def test_aclose_fails_waiting_callers_and_refuses_new_ones() -> None:
     async def scenario() -> None:
         fetch = FakeFetch()
@@ -428,8 +487,11 @@ def test_bad_arguments_are_refused(kwargs: dict[str, Any]) -> None:
     seed=st.integers(0, 2**32 - 1),
     callers=st.integers(1, 40),
     cap=st.sampled_from([None, 1, 3]),
+    cancel=st.booleans(),
 )
-def test_any_interleaving_keeps_every_guarantee(seed: int, callers: int, cap: int | None) -> None:
+def test_any_interleaving_keeps_every_guarantee(
+    seed: int, callers: int, cap: int | None, cancel: bool
+) -> None:
     """Random asks, latencies, failures and cancellations; every invariant checked.
 
     Latency here is simulated time on the virtual clock (the fetch's own sleep), not a
@@ -455,7 +517,9 @@ def test_any_interleaving_keeps_every_guarantee(seed: int, callers: int, cap: in
             finally:
                 on_wire.difference_update(batch)
 
-        c: Coalescer[str] = Coalescer(fetch, max_in_flight=cap)
+        c: Coalescer[str] = Coalescer(
+            fetch, max_in_flight=cap, cancel_abandoned=(lambda task: True) if cancel else None
+        )
 
         async def caller(asked: list[str], delay: float) -> list[str | None] | str:
             await asyncio.sleep(delay)

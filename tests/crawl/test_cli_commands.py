@@ -55,7 +55,7 @@ def test_ids_file_layouts(tmp_path: Path) -> None:
         assert check_ids_file(piped).unique == 2  # the one read of stdin, spooled
         spooled = piped._spool
         assert spooled is not None and spooled.exists()
-        assert list(piped) == ["1", "2"] and list(piped) == ["1", "2"]
+        assert list(piped) == ["1", "2", "1"] and list(piped) == ["1", "2", "1"]
     assert not spooled.exists()
 
 

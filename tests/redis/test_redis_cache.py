@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -137,3 +138,20 @@ def test_bad_arguments_and_a_missing_extra_are_configuration_errors(
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
     with pytest.raises(ka.ConfigurationError, match=r"keyapi-async\[redis\]"):
         RedisCache("redis://127.0.0.1:1/0")
+
+
+async def test_two_clients_share_it_the_second_sends_nothing(
+    make_cache: Callable[..., RedisCache],
+) -> None:
+    from keyapi_async.testing import FakeKeyAPI
+
+    cache = make_cache()
+    async with FakeKeyAPI(known_ratio=0.7) as fake:
+        ids = fake.make_ids(15)
+        async with ka.KeyAPIClient("test-key", base_url=fake.url, qps=1000, cache=cache) as one:
+            first = await one.video_details(ids)
+        async with ka.KeyAPIClient("test-key", base_url=fake.url, qps=1000, cache=cache) as two:
+            second = await asyncio.gather(*(two.video_detail(i) for i in ids))
+            assert two.stats.cache_hits == 15  # records and unknown ids alike
+        assert len(fake.requests) == 2
+    assert [v.video_id for v in first] == [v.video_id for v in second if v is not None]

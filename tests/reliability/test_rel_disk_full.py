@@ -129,6 +129,7 @@ async def test_disk_full_stops_cleanly_and_resumes_losslessly(fmt: str, disk: An
         assert len(first_stored) == len(set(first_stored)) == report.fetched
         assert set(first_stored).isdisjoint(not_stored)
         asked_first = len(server.requests)
+        charged_first = server.stats().credits_spent
 
         disk.resize(16 * 1024)  # free space
         async with ka.KeyAPIClient(KEY, base_url=server.url, qps=2000,
@@ -144,6 +145,15 @@ async def test_disk_full_stops_cleanly_and_resumes_losslessly(fmt: str, disk: An
         assert len(final) == len(set(final)) and set(final) == known
         assert set(missing_ids(out)) == set(ids) - known
         assert load_state(out.with_name(out.name + ".state.json")).status == "complete"
+    print(  # the figures of docs/reliability.md (run with -s)
+        f"\n{fmt}: full after fetched={report.fetched} missing={report.missing} "
+        f"failed={len(report.failed)} not_attempted={report.not_attempted} "
+        f"requests={asked_first} credits={report.credits_spent} (server charged "
+        f"{charged_first}); resume asked "
+        f"{len(asked_again)} ids, skipped {again.skipped_resumed}; final {len(final)} "
+        f"records, {len(final) - len(set(final))} twice, "
+        f"{len(known) - len(set(final) & known)} lost"
+    )
 
 
 async def test_ranking_disk_full_keeps_whole_pages_and_resumes(disk: Any) -> None:

@@ -9,6 +9,7 @@ traceback, and never a request before the whole input was checked.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import re
@@ -20,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from server_process import ServerProcess
 
 from keyapi_async import idsfile
@@ -27,6 +30,7 @@ from keyapi_async.cli import main
 from keyapi_async.idsfile import IdsFile, check_ids_file
 from keyapi_async.progress import ScanProgress
 from keyapi_async.testing import FakeKeyAPI
+from keyapi_async.validation import video_id
 
 pytestmark = pytest.mark.reliability
 
@@ -278,3 +282,82 @@ def test_scan_progress_quiet_for_small_files_then_periodic() -> None:
     assert lines[0] == "checking big.txt: 131,072 ids, 2/20 MiB (10%), 00:01"
     assert len(lines) == 3  # after the 1 s delay, 5 s later, and the final state
     assert lines[-1] == "checking big.txt: 1,310,720 ids, 20/20 MiB (100%), 00:10"
+
+
+# -- the block reader against a line-by-line reference ---------------------------------
+
+_line = st.one_of(
+    st.integers(1, 10**20 - 1).map(str),
+    st.sampled_from(["", "  ", "# a comment", "0", "00", "007", "12x", " 42 ", "\t9\t", "é1"]),
+    st.text(alphabet="0123456789 #x", max_size=30),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(_line, max_size=40),
+    ending=st.sampled_from(["\n", "\r\n", "\r"]),
+    chunk=st.integers(1, 12),
+    final_newline=st.booleans(),
+)
+def test_block_reader_same_entries_as_reading_line_by_line(
+    lines: list[str], ending: str, chunk: int, final_newline: bool
+) -> None:
+    text = ending.join(lines) + (ending if final_newline and lines else "")
+    if any("," in line for line in lines):
+        return
+    expected = [
+        (number, line.strip()) for number, line in enumerate(lines, 1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(idsfile._Lines, "CHUNK", chunk)  # lines and \r\n split across reads
+        got = list(IdsFile("-", stdin=io.BytesIO(text.encode("utf-8"))).entries())
+        path_check = check_ids_file(IdsFile("-", stdin=io.BytesIO(text.encode("utf-8"))))
+    assert got == expected
+    valid = [t for _, t in expected if _is_id(t)]
+    assert path_check.ids == len(expected) and path_check.unique == len(set(valid))
+    assert [p.line for p in path_check.problems] == [n for n, t in expected if not _is_id(t)]
+
+
+def _is_id(text: str) -> bool:
+    try:
+        video_id(text)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=25), st.text(alphabet="0123456789", max_size=25),
+                 st.integers(0, 10**21).map(str)))
+def test_fast_validity_check_agrees_with_video_id(text: str) -> None:
+    assert bool(idsfile._VALID(text)) is _is_id(text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.tuples(_line, st.text(alphabet='ab ,"\n#', max_size=12)), max_size=30),
+    chunk=st.integers(1, 16),
+    leading=st.sampled_from(["", "# exported\n", "\n\n"]),
+)
+def test_csv_block_reader_same_rows_as_the_csv_module(
+    rows: list[tuple[str, str]], chunk: int, leading: str
+) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["note", "video_id"])
+    for vid, note in rows:
+        writer.writerow([note, vid])
+    text = leading + out.getvalue()
+    reference = csv.reader(io.StringIO(out.getvalue(), newline=""))
+    next(reference)
+    expected = [
+        row[1].strip() for row in reference
+        if row and not (len(row) == 1 and not row[0].strip())
+        and not row[0].lstrip().startswith("#")
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(idsfile._Lines, "CHUNK", chunk)
+        got = [t for _, t in IdsFile("-", stdin=io.BytesIO(text.encode())).entries()]
+    assert got == expected

@@ -162,6 +162,22 @@ async def test_one_sink_object_in_two_concurrent_crawls_refused(tmp_path: Path) 
                 assert (await first).ok
 
 
+def test_two_spellings_of_one_output_share_the_lock(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    holder = ka.JsonlSink(tmp_path / "real" / "out.jsonl")
+    holder.acquire()
+    try:
+        for spelling in ("link/out.jsonl", "real/../real/out.jsonl"):
+            with pytest.raises(ka.OutputLockedError):
+                ka.JsonlSink(tmp_path / spelling).acquire()
+    finally:
+        holder.release()
+    again = ka.JsonlSink(tmp_path / "link" / "out.jsonl")
+    again.acquire()  # free again
+    again.release()
+
+
 async def test_ranking_crawl_refused_while_the_output_is_held(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     holder = ka.JsonlSink(out)
@@ -318,3 +334,21 @@ def test_read_only_directory_refused_before_any_request(
             assert code == 2, err
             assert f"cannot write {fs.path / name}" in err and err.count("\n") == 1
     assert server_process.requests() == []
+
+
+def test_a_lock_object_forgotten_without_release_frees_the_lock(tmp_path: Path) -> None:
+    import gc
+
+    from keyapi_async.filelock import FileLock, LockHeld
+
+    path = tmp_path / "out.lock"
+    first = FileLock(path)
+    first.acquire()
+    with pytest.raises(LockHeld):
+        FileLock(path).acquire()
+    del first
+    gc.collect()
+    second = FileLock(path)
+    second.acquire()  # the file was closed with the object: the kernel dropped the lock
+    second.release()
+    assert not path.exists()
