@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, TypeVar
 
+import msgspec
+
 from .client import DetailBatch, KeyAPIClient, RankingPage
 from .crawlstate import CrawlState, MissingLog, load_state, save_state
 from .errors import (
@@ -633,6 +635,31 @@ def _stamp(records: Iterable[Any], request_id: str | None) -> None:
         record.request_id = request_id
 
 
+def _lineage(records: list[Any], request_id: str | None, lineage: bool, cached: bool) -> list[Any]:
+    """The records to store, with lineage or without. Fresh records are stamped in place.
+    Records served by the client's cache are shared with it, so they are never changed:
+    one a crawl stamped when it fetched it keeps that (true) lineage, one fetched by
+    another call gets a copy stamped now (``request_id`` None, the answer's is unknown);
+    without lineage, a stamped one is copied without it."""
+    if not cached:
+        if lineage:
+            _stamp(records, request_id)
+        return records
+    unset = msgspec.UNSET
+    if lineage:
+        now = datetime.now(timezone.utc)
+        return [
+            r if r.fetched_at is not unset
+            else msgspec.structs.replace(r, fetched_at=now, request_id=None)
+            for r in records
+        ]
+    return [
+        r if r.fetched_at is unset
+        else msgspec.structs.replace(r, fetched_at=unset, request_id=unset)
+        for r in records
+    ]
+
+
 async def _store_batch(
     batch: DetailBatch, report: CrawlReport, outputs: _Outputs, lineage: bool = True
 ) -> None:
@@ -652,8 +679,8 @@ async def _store_batch(
     # Ids whose record could not be decoded: failed, with the reason (never retried here).
     report.failed.update(batch.failed)
     found = len(batch.ids) - len(batch.missing) - len(batch.failed)
-    if lineage and videos:
-        _stamp(videos, batch.request_id)
+    if videos:
+        videos = _lineage(videos, batch.request_id, lineage, cached=batch.attempts == 0)
     try:
         if videos:
             await outputs.store(videos)
@@ -775,8 +802,7 @@ async def crawl_video_ranking(
                         error = exc
                         break
                     records = _with_placeholders(page, page_size, report)
-                    if lineage:
-                        _stamp(records, page.request_id)
+                    records = _lineage(records, page.request_id, lineage, not page.attempts)
                     if page.attempts:  # 0: served by the cache
                         report.credits_spent += 1
                     if records:

@@ -250,3 +250,32 @@ async def test_a_resume_cannot_switch_lineage(
             await ka.crawl_video_details(client, ids, ka.CsvSink(out), lineage=False)
         report = await ka.crawl_video_details(client, ids, ka.CsvSink(out))
     assert (report.skipped_resumed, report.fetched) == (10, 10)
+
+
+async def test_lineage_of_records_served_by_the_cache(
+    server: FakeKeyAPI, tmp_path: Path
+) -> None:
+    ids = server.make_ids(20, known=True)
+    cache = ka.MemoryCache(ttl=3600)
+    async with ka.KeyAPIClient("test-key", base_url=server.url, qps=1000, cache=cache) as c:
+        await ka.crawl_video_details(c, ids, ka.JsonlSink(tmp_path / "a.jsonl"), use_cache=True)
+        requests = c.stats.requests
+        # From the cache: the lineage of the answers that filled it, not a new one.
+        await ka.crawl_video_details(c, ids, ka.JsonlSink(tmp_path / "b.jsonl"), use_cache=True)
+        # Without lineage, from the same (stamped) cache records: no columns at all.
+        await ka.crawl_video_details(
+            c, ids, ka.CsvSink(tmp_path / "c.csv"), use_cache=True, lineage=False
+        )
+        assert c.stats.requests == requests
+        [again] = await c.video_details(ids[:1])
+    first, second = (
+        sorted((r["video_id"], r["fetched_at"], r["request_id"]) for r in rows)
+        for rows in (
+            [msgspec.json.decode(line) for line in (tmp_path / n).read_bytes().splitlines()]
+            for n in ("a.jsonl", "b.jsonl")
+        )
+    )
+    assert first == second and all(rid for _, _, rid in first)
+    header = (tmp_path / "c.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert "fetched_at" not in header and "request_id" not in header
+    assert isinstance(again.fetched_at, datetime)  # the cache holds the crawl's records
