@@ -1,7 +1,7 @@
 """``python -m benchmarks [--quick] [--only NAMES] [--out DIR]``: run, print, record.
 
-Prints one table per section (figure, target, verdict), the Redis rows when Redis is at
-hand and, last, the soak test (not in ``--quick``); then writes
+Prints one table per section (figure, target, verdict), the Redis and PostgreSQL rows
+when those servers are at hand and, last, the soak test (not in ``--quick``); then writes
 ``results.json`` and ``results.png`` to ``--out`` (``benchmarks/results`` by default).
 The exit status is 0 unless a section crashed: verdicts are reported, not enforced
 (``--strict`` also fails on a MISS). ``--quick`` shrinks every size for a CI smoke run.
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from . import bulk, decode, fidelity, gateways, memory, overhead, soak
+from . import apps, bulk, decode, fidelity, gateways, memory, overhead, soak
 from .chart import write_chart
 from .harness import SectionResult, print_table
 
@@ -38,10 +38,11 @@ SECTIONS: dict[str, Callable[[bool], SectionResult]] = {
     "crawl": bulk.run,
     "memory": memory.run,
     "gateways": gateways.run,
+    "apps": apps.run,
 }
 PACKAGES = (
     "keyapi-async", "aiohttp", "msgspec", "aiolimiter", "orjson", "pydantic", "pydantic-core",
-    "httpx", "matplotlib",
+    "httpx", "matplotlib", "asyncpg",
 )
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -92,9 +93,22 @@ def _redis_section(quick: bool) -> SectionResult | None:
     return redis_workers.run(quick)
 
 
-#: Sections that may not run (no Redis; soak not in --quick): they may return None.
+def _postgres_section(quick: bool) -> SectionResult | None:
+    """The PostgreSQL sink rows (benchmarks/postgres.py), if asyncpg and a server are at hand."""
+    from . import postgres
+
+    why = postgres.available()
+    if why is not None:
+        print(f"\nskipped: postgres: {why}")
+        return None
+    return postgres.run(quick)
+
+
+#: Sections that may not run (no Redis or PostgreSQL; soak not in --quick): they may
+#: return None.
 OPTIONAL: dict[str, Callable[[bool], SectionResult | None]] = {
     "redis": _redis_section,
+    "postgres": _postgres_section,
     "soak": soak.run,
 }
 

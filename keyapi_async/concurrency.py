@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from collections.abc import Callable
 
 __all__ = ["InFlightLimit"]
 
@@ -19,13 +20,16 @@ class InFlightLimit:
     """A FIFO semaphore whose size is fixed, or derived from ``qps`` and observed latency.
 
     Derived size: ``ceil(qps * latency * headroom) + 1``, clamped to ``[floor, ceiling]``,
-    where ``latency`` is an exponentially weighted mean of recent attempts (starting from
-    ``initial_latency``, a pessimistic prior: too large is harmless, too small throttles).
+    where ``qps`` is the current pacing rate (a number, or a function giving it: the rate
+    adapts) and ``latency`` an exponentially weighted mean of recent answers (starting
+    from ``initial_latency``, a pessimistic prior: too large is harmless, too small
+    throttles). Only answers count: a near-instant 429 says nothing about how long an
+    answer takes, and would shrink the cap just when requests must wait for permits.
     """
 
     def __init__(
         self,
-        qps: float,
+        qps: float | Callable[[], float],
         fixed: int | None = None,
         *,
         initial_latency: float = 1.0,
@@ -37,7 +41,7 @@ class InFlightLimit:
             not isinstance(fixed, int) or isinstance(fixed, bool) or fixed < 1
         ):
             raise ValueError(f"max_concurrency must be a positive int or None, got {fixed!r}")
-        self._qps = qps
+        self._qps: Callable[[], float] = qps if callable(qps) else (lambda: qps)
         self._fixed = fixed
         self._latency = initial_latency
         self._headroom = headroom
@@ -58,7 +62,7 @@ class InFlightLimit:
         return self._active
 
     def _derive(self) -> int:
-        wanted = math.ceil(self._qps * self._latency * self._headroom) + 1
+        wanted = math.ceil(self._qps() * self._latency * self._headroom) + 1
         return max(self._floor, min(self._ceiling, wanted))
 
     async def acquire(self) -> None:
@@ -77,12 +81,13 @@ class InFlightLimit:
             raise
 
     def release(self, latency: float | None = None) -> None:
-        """Give a slot back, with the attempt's latency in seconds when it had one."""
+        """Give a slot back, with the answer's latency in seconds when it counts."""
         self._active -= 1
-        if latency is not None and self._fixed is None:
-            # EWMA with alpha 0.2: follows a latency change within a few answers.
-            self._latency += 0.2 * (latency - self._latency)
-            self.limit = self._derive()
+        if self._fixed is None:
+            if latency is not None:
+                # EWMA with alpha 0.2: follows a latency change within a few answers.
+                self._latency += 0.2 * (latency - self._latency)
+            self.limit = self._derive()  # the rate may have moved too
         while self._waiters and self._active < self.limit:
             fut = self._waiters.popleft()
             if not fut.done():

@@ -12,23 +12,47 @@ API), ``failed`` (id -> reason) or ``not_attempted``, so
 Resume: with a built-in file sink, the crawl reads back the ``video_id`` of every record
 already in the output plus the ids recorded missing (``OUT.missing.txt``) and skips them;
 a ranking crawl starts after the last page stored. See :mod:`keyapi_async.crawlstate`.
+A sink of the user's own can take part through the optional ``write_missing`` and
+``resume_ids`` methods (see :class:`~keyapi_async.Sink`).
+
+Output safety: a built-in file sink's output is checked and locked (``OUT.lock``, see
+:mod:`keyapi_async.filelock`) before the first request, for the crawl's life, so two
+crawls can never write one output. A write that fails (a full disk) stops the crawl at
+once with :class:`~keyapi_async.OutputWriteError`: the batch not stored is counted failed,
+the state file still gets its final status, and a resume after freeing space loses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Collection, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Collection,
+    Iterable,
+    Sequence,
+)
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
 from typing import Any, TypeVar
+
+import msgspec
 
 from .client import DetailBatch, KeyAPIClient, RankingPage
 from .crawlstate import CrawlState, MissingLog, load_state, save_state
-from .errors import InvalidParameterError, KeyAPIError
+from .errors import (
+    InvalidParameterError,
+    KeyAPIError,
+    OutputError,
+    OutputLockedError,
+    OutputWriteError,
+)
 from .idset import CompactIdSet
 from .models import RankedVideo
-from .sinks import FileSink, Sink
+from .sinks import FileSink, Sink, output_write_error
 from .validation import MAX_PAGE_SIZE, check_max_pages, check_page, ranking_query, video_id
 
 __all__ = ["CrawlReport", "ProgressCallback", "crawl_video_details", "crawl_video_ranking"]
@@ -48,6 +72,8 @@ class CrawlReport:
     from the client's side, so the server's own count can be higher.
     ``requests``, ``retries`` and ``rate_limited`` are the client's counters over the crawl
     (they include any other call made concurrently on the same client).
+    A crawl stopped by cancellation (a second Ctrl-C) raises the CancelledError with the
+    partial report as ``exc.report``, ``aborted="interrupted"``.
     """
 
     #: unique ids in the input (details) or records stored (ranking)
@@ -69,6 +95,11 @@ class CrawlReport:
     aborted: str | None = None
     #: the output path (built-in sinks)
     output: str | None = None
+    #: requests cancelled on the wire when the crawl was stopped: the server may have
+    #: answered and charged them (their ids are counted not attempted, a resume asks again)
+    in_flight: int = 0
+    #: "videos" or "ranking": which fields of :meth:`to_dict` apply
+    kind: str = "videos"
 
     @property
     def ok(self) -> bool:
@@ -88,6 +119,13 @@ class CrawlReport:
         data = asdict(self)
         data["failed"] = len(self.failed)
         data["ok"] = self.ok
+        # `complete` is about a ranking list: named so a details crawl's summary cannot read
+        # "complete: false" beside a state whose status is "complete".
+        complete = data.pop("complete")
+        pages = data.pop("pages")
+        if self.kind == "ranking":
+            data["list_complete"] = complete
+            data["pages"] = pages
         return data
 
 
@@ -95,18 +133,33 @@ ProgressCallback = Callable[[CrawlReport], None]
 
 
 class _ClientCounters:
-    """The client's counters at the start, so the report can show this crawl's share."""
+    """The client's counters at the start, so the report can show this crawl's share;
+    and the learned rate, carried from one run of a crawl to the next in its state."""
 
     def __init__(self, client: KeyAPIClient) -> None:
         self.client = client
         stats = client.stats
-        self.start = (stats.requests, stats.retries, stats.rate_limited)
+        self.start = (
+            stats.requests, stats.retries, stats.rate_limited, stats.cancelled_on_wire
+        )
 
     def update(self, report: CrawlReport) -> None:
         stats = self.client.stats
         report.requests = stats.requests - self.start[0]
         report.retries = stats.retries - self.start[1]
         report.rate_limited = stats.rate_limited - self.start[2]
+        report.in_flight = stats.cancelled_on_wire - self.start[3]
+
+    async def resume_rate(self, outputs: _Outputs) -> None:
+        """Start a ``qps="auto"`` client from the rate the previous run learned."""
+        previous = outputs.previous
+        if previous is not None and previous.learned_qps:
+            outputs.state.learned_qps = previous.learned_qps
+            await self.client._seed_rate(previous.learned_qps)
+
+    def keep_rate(self, outputs: _Outputs) -> None:
+        if self.client.stats.learned_qps is not None:
+            outputs.state.learned_qps = self.client.stats.learned_qps
 
 
 class _Stopper:
@@ -150,8 +203,13 @@ class _Stopper:
                 await asyncio.gather(step, return_exceptions=True)
 
 
+#: ids of the sinks crawls are writing to right now (one crawl per sink object)
+_IN_USE: set[int] = set()
+
+
 class _Outputs:
-    """The sink plus, for built-in file sinks, the state file and the missing-ids journal."""
+    """The sink plus, for built-in file sinks, the lock, the state file and the
+    missing-ids journal. ``open`` checks and locks; ``close`` always releases."""
 
     def __init__(self, sink: Sink, kind: str, params: dict[str, Any]) -> None:
         self.sink = sink
@@ -160,6 +218,9 @@ class _Outputs:
         self.missing: MissingLog | None = None
         #: the state a previous run left, when resuming
         self.previous: CrawlState | None = None
+        self.write_missing = getattr(sink, "write_missing", None)
+        self._took_lock = False
+        self._registered = False
         if self.file is not None:
             path = self.file.path
             self.missing = MissingLog(path.with_name(path.name + ".missing.txt"))
@@ -168,43 +229,159 @@ class _Outputs:
     def output(self) -> str | None:
         return None if self.file is None else str(self.file.path)
 
-    def open(self, resume: bool) -> tuple[list[str | None], list[str]]:
-        """Prepare the output; return (ids stored, ids recorded missing) when resuming."""
+    def open(self, resume: bool) -> None:
+        """Check and lock the output, and check a resume continues the same crawl; with
+        ``resume=False``, remove what a previous run wrote. Before any request."""
+        if id(self.sink) in _IN_USE:
+            raise OutputLockedError(f"{self.sink!r} is already used by a running crawl")
+        _IN_USE.add(id(self.sink))
+        self._registered = True
+        try:
+            self._open_file(resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def _open_file(self, resume: bool) -> None:
         if self.file is None:
-            return [], []
+            return
         assert self.missing is not None
-        previous = load_state(self.file.state_path)
+        if not self.file.locked:
+            self.file.acquire(resume=resume)
+            self._took_lock = True
+        try:
+            previous = load_state(self.file.state_path)
+        except ValueError as exc:
+            raise OutputError(
+                f"{exc}; move it away, or overwrite the output with --no-resume "
+                "(resume=False)", path=str(self.file.path),
+            ) from None
         if not resume:
             self.file.discard()
             self.missing.discard()
-            self.save()
-            return [], []
+            return
         if previous is not None and (
             previous.kind != self.state.kind or previous.params != self.state.params
         ):
             raise InvalidParameterError(
-                f"{self.file.path} holds another crawl ({previous.kind} {previous.params}); "
-                "use another output or disable resume to overwrite it"
+                f"{self.file.path} holds another crawl ({_describe(previous)}), not this "
+                f"one ({_describe(self.state)}): choose another output, or overwrite it with "
+                "--no-resume (resume=False)"
             )
         self.previous = previous
-        stored = list(self.file.recover()) if self.file.exists() else []
-        missing = list(self.missing.recover())
-        self.save()
-        return stored, missing
+
+    async def done_ids(self) -> CompactIdSet:
+        """The ids a resumed details crawl skips: stored or recorded missing."""
+        done = CompactIdSet()
+        if self.file is not None:
+            assert self.missing is not None
+            if self.file.exists():
+                done.update(i for i in self.file.recover() if i is not None)
+            done.update(self.missing.recover())
+            return done
+        resume_ids = getattr(self.sink, "resume_ids", None)
+        if resume_ids is not None:
+            async for vid in resume_ids():
+                done.add(vid)
+        return done
+
+    def stored_count(self) -> int:
+        """Records already in a built-in sink's output (repairing a torn tail)."""
+        if self.file is None or not self.file.exists():
+            return 0
+        return sum(1 for _ in self.file.recover())
+
+    def start(self) -> None:
+        """Record the run as started (status "running"); before any request."""
+        try:
+            self.save()
+        except OSError as exc:
+            assert self.file is not None
+            raise output_write_error(self.file.state_path, exc) from exc
 
     def save(self) -> None:
         if self.file is not None:
             save_state(self.file.state_path, self.state)
 
-    async def close(self, report: CrawlReport, status: str) -> None:
+    async def store(self, records: Sequence[Any]) -> None:
+        """Write records; OutputWriteError if the sink cannot (a full disk)."""
         try:
-            await self.sink.close()
-        finally:
+            await self.sink.write(records)
+        except OSError as exc:
+            target = self.file.path if self.file is not None else self.sink
+            raise output_write_error(target, exc) from exc
+
+    async def store_missing(self, ids: Sequence[str]) -> None:
+        """Record the ids the API does not know: journal and/or the sink's write_missing."""
+        try:
             if self.missing is not None:
-                self.missing.close()
+                self.missing.append(ids)
+            if self.write_missing is not None:
+                await self.write_missing(ids)
+        except OSError as exc:
+            target = self.missing.path if self.missing is not None else self.sink
+            raise output_write_error(target, exc) from exc
+
+    async def close(self, report: CrawlReport, status: str) -> OutputWriteError | None:
+        """Close the sink, write the final state, release the lock. Never raises for a
+        failed write: returns the error (the caller raises it unless another is on its
+        way), after recording it in the report and the state."""
+        error: OutputWriteError | None = None
+        try:
+            try:
+                await self.sink.close()
+            except OSError as exc:
+                target = self.file.path if self.file is not None else self.sink
+                error = output_write_error(target, exc)
+                error.__cause__ = exc
+            finally:
+                if self.missing is not None:
+                    self.missing.close()
+            if error is not None:
+                status = "aborted"
+                if report.aborted is None:
+                    report.aborted = _reason(error)
             self.state.status = status
             self.state.summary = report.to_dict()
-            self.save()
+            try:
+                self.save()
+            except OSError as exc:
+                assert self.file is not None
+                if error is None:
+                    error = output_write_error(self.file.state_path, exc)
+                    error.__cause__ = exc
+        finally:
+            self.release()
+        return error
+
+    def release(self) -> None:
+        if self._took_lock and self.file is not None:
+            self.file.release()
+            self._took_lock = False
+        if self._registered:
+            _IN_USE.discard(id(self.sink))
+            self._registered = False
+
+
+def _describe(state: CrawlState) -> str:
+    """A crawl's kind and parameters in words, for the resume-conflict message."""
+    params = state.params
+    if state.kind == "ranking":
+        fields = {"1": "views", "2": "sales"}
+        periods = {"1": "day", "2": "week", "3": "month"}
+        text = (
+            f"ranking {params.get('date')} {params.get('region')} by "
+            f"{fields.get(str(params.get('video_rank_field')), '?')} per "
+            f"{periods.get(str(params.get('rank_type')), '?')}"
+        )
+        extra = [f"{k}={params[k]}" for k in ("product_category_id", "created_by_ai")
+                 if k in params]
+        if extra:
+            text += " " + " ".join(extra)
+    else:
+        text = "video details"
+    sink = str(params.get("format", "")).removesuffix("Sink").lower()
+    return f"{text}, {sink}" if sink else text
 
 
 def _reason(exc: KeyAPIError) -> str:
@@ -326,6 +503,8 @@ async def crawl_video_details(
     *,
     stop: asyncio.Event | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    lineage: bool = True,
+    use_cache: bool = False,
 ) -> CrawlReport:
     """Fetch the details of every id into ``sink``; return the :class:`CrawlReport`.
 
@@ -342,7 +521,11 @@ async def crawl_video_details(
     skipped; ``resume=False`` overwrites the output. Setting ``stop`` ends the crawl
     early: no new request starts, those in flight get ``stop_grace`` seconds, and the
     report comes back with ``aborted="interrupted"``. A cancelled crawl still closes the
-    sink and writes its state.
+    sink and writes its state. A crawl bypasses the client's cache unless ``use_cache``:
+    then ids fresh in it cost nothing, and every answer is stored in it.
+
+    With ``lineage`` (default) every record carries ``fetched_at`` and ``request_id``
+    (see :doc:`the data model </data-model>`); ``lineage=False`` leaves both out.
     """
     if isinstance(ids, (str, bytes, int)):
         raise InvalidParameterError(
@@ -354,12 +537,19 @@ async def crawl_video_details(
     started = time.monotonic()
     report = CrawlReport()
     counters = _ClientCounters(client)
-    outputs = _Outputs(sink, "videos", {"format": type(sink).__name__})
-    stored, missing = outputs.open(resume)
+    params: dict[str, Any] = {"format": type(sink).__name__}
+    if not lineage:
+        params["lineage"] = False  # a resume must not mix records with and without it
+    outputs = _Outputs(sink, "videos", params)
+    outputs.open(resume)
+    try:
+        done = await outputs.done_ids() if resume else CompactIdSet()
+        outputs.start()
+    except BaseException:
+        outputs.release()
+        raise
     report.output = outputs.output
-    done = CompactIdSet(i for i in stored if i is not None)
-    done.update(missing)
-    del stored, missing
+    await counters.resume_rate(outputs)
     feed: _SyncFeed | _AsyncFeed = (
         _AsyncFeed(ids, done, report) if isinstance(ids, AsyncIterable)
         else _SyncFeed(ids, done, report)
@@ -374,7 +564,9 @@ async def crawl_video_details(
     status = "running"
     try:
         # The client halts on `stop` too: batches not yet on the wire are given up at once.
-        batches = client.iter_detail_batches(feed, dedupe=False, stop=stop)
+        batches = client.iter_detail_batches(
+            feed, dedupe=False, stop=stop, use_cache=use_cache
+        )
         async with aclosing(batches):
             while True:
                 try:
@@ -387,7 +579,11 @@ async def crawl_video_details(
                     fatal = exc  # 401/402, raised after the in-flight batches were yielded
                     break
                 in_batches += len(batch.ids)
-                await _store_batch(batch, report, outputs)
+                try:
+                    await _store_batch(batch, report, outputs, lineage)
+                except OutputWriteError as exc:
+                    fatal = exc  # a full disk: stop now, in-flight requests are cancelled
+                    break
                 counters.update(report)
                 report.elapsed = time.monotonic() - started
                 if on_progress is not None:
@@ -408,21 +604,67 @@ async def crawl_video_details(
             status = "interrupted"
         else:
             status = "complete" if report.ok else "failed"
-    except BaseException:
-        status = "interrupted" if status == "running" else status
+    except Exception:
+        status = "aborted"  # a custom sink's own error, say
+        raise
+    except BaseException as exc:
+        if status == "running":  # cancelled (a second Ctrl-C): stopped, not aborted
+            status = "interrupted"
+            report.aborted = report.aborted or "interrupted"
+            report.not_attempted += feed.handed - in_batches
+        exc.report = report  # type: ignore[attr-defined]
         raise
     finally:
         counters.update(report)
+        counters.keep_rate(outputs)
         report.elapsed = time.monotonic() - started
-        await outputs.close(report, status)
-    error = fatal or feed.error
+        close_error = await outputs.close(report, status)
+    error = fatal or feed.error or close_error
     if error is not None:
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report
 
 
-async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Outputs) -> None:
+def _stamp(records: Iterable[Any], request_id: str | None) -> None:
+    """Set the lineage fields of one answer's records (a batch: 10 at most, a page: its
+    size), with the time the crawl received it."""
+    fetched_at = datetime.now(timezone.utc)
+    for record in records:
+        record.fetched_at = fetched_at
+        record.request_id = request_id
+
+
+def _lineage(records: list[Any], request_id: str | None, lineage: bool, cached: bool) -> list[Any]:
+    """The records to store, with lineage or without. Fresh records are stamped in place.
+    Records served by the client's cache are shared with it, so they are never changed:
+    one a crawl stamped when it fetched it keeps that (true) lineage, one fetched by
+    another call gets a copy stamped now (``request_id`` None, the answer's is unknown);
+    without lineage, a stamped one is copied without it."""
+    if not cached:
+        if lineage:
+            _stamp(records, request_id)
+        return records
+    unset = msgspec.UNSET
+    if lineage:
+        now = datetime.now(timezone.utc)
+        return [
+            r if r.fetched_at is not unset
+            else msgspec.structs.replace(r, fetched_at=now, request_id=None)
+            for r in records
+        ]
+    return [
+        r if r.fetched_at is unset
+        else msgspec.structs.replace(r, fetched_at=unset, request_id=unset)
+        for r in records
+    ]
+
+
+async def _store_batch(
+    batch: DetailBatch, report: CrawlReport, outputs: _Outputs, lineage: bool = True
+) -> None:
+    """Store one batch and account for its ids; OutputWriteError (with the ids that could
+    not be stored counted failed) when the output cannot be written."""
     if not batch.sent:
         report.not_attempted += len(batch.ids)
         return
@@ -431,43 +673,56 @@ async def _store_batch(batch: DetailBatch, report: CrawlReport, outputs: _Output
         for vid in batch.ids:
             report.failed[vid] = reason
         return
-    report.credits_spent += 1
-    videos = batch.videos
+    if batch.attempts:  # 0: served by the cache
+        report.credits_spent += 1
+    videos = batch.videos  # one record per id asked: the client filters where it makes batches
     # Ids whose record could not be decoded: failed, with the reason (never retried here).
     report.failed.update(batch.failed)
     found = len(batch.ids) - len(batch.missing) - len(batch.failed)
-    if len(videos) != found:
-        # The answer repeated a record or carried one not asked for: keep one per id asked.
-        asked = set(batch.ids)
-        unique = {v.video_id: v for v in videos if v.video_id in asked}
-        videos = list(unique.values())
     if videos:
-        await outputs.sink.write(videos)
-    if batch.missing and outputs.missing is not None:
-        outputs.missing.append(batch.missing)
+        videos = _lineage(videos, batch.request_id, lineage, cached=batch.attempts == 0)
+    try:
+        if videos:
+            await outputs.store(videos)
+    except OutputWriteError as exc:
+        _failed(report, batch.ids, exc)
+        raise
     report.fetched += found
+    if batch.missing:
+        try:
+            await outputs.store_missing(batch.missing)
+        except OutputWriteError as exc:
+            _failed(report, batch.missing, exc)  # a resume asks for them again
+            raise
     report.missing += len(batch.missing)
 
 
 def _with_placeholders(page: RankingPage, page_size: int, report: CrawlReport) -> list[Any]:
-    """The page's records, with an empty record holding the place of each item that could
-    not be decoded: line n of the output stays rank n, and a resume counts pages right.
-    The item is in ``report.failed`` as ``"rank N"`` (the page is paid: never refetched)."""
+    """The page's records, with an empty record (``video_id`` ``""``, every other field
+    None) holding the place of each item that could not be decoded: line n of the output
+    stays rank n, and a resume counts pages right. The item is in ``report.failed`` as
+    ``"rank N"`` (the page is paid: never refetched)."""
     if not page.failed:
         return page.items
     records: list[Any] = list(page.items)
     for position in sorted(page.failed):
-        records.insert(position, RankedVideo())
+        records.insert(position, RankedVideo(video_id=""))
         rank = (page.page_num - 1) * page_size + position + 1
         report.failed[f"rank {rank}"] = f"undecodable record: {page.failed[position]}"
     return records
+
+
+def _failed(report: CrawlReport, ids: Iterable[str], exc: KeyAPIError) -> None:
+    reason = f"not stored: {_reason(exc)}"
+    for vid in ids:
+        report.failed[vid] = reason
 
 
 async def crawl_video_ranking(
     client: KeyAPIClient,
     sink: Sink,
     *,
-    date: Any,
+    date: date | str,
     region: str,
     video_rank_field: int,
     rank_type: int,
@@ -479,6 +734,8 @@ async def crawl_video_ranking(
     page_size: int = MAX_PAGE_SIZE,
     stop: asyncio.Event | None = None,
     stop_grace: float = DEFAULT_STOP_GRACE,
+    lineage: bool = True,
+    use_cache: bool = False,
 ) -> CrawlReport:
     """Store a whole ranking list (or its first ``max_pages`` pages) in ``sink``.
 
@@ -488,7 +745,9 @@ async def crawl_video_ranking(
     list cannot skip a page): the error is raised with the partial report as
     ``err.report``, and a re-run continues from there. An item of a paid page that could
     not be decoded is stored as an empty record (so that line n stays rank n) and listed
-    in ``report.failed`` as ``"rank N"``; its page is not fetched again.
+    in ``report.failed`` as ``"rank N"``; its page is not fetched again. The client's
+    cache is bypassed unless ``use_cache``. ``lineage``: as for
+    :func:`crawl_video_details` (a placeholder carries its page's lineage too).
     """
     query = ranking_query(
         date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
@@ -497,20 +756,29 @@ async def crawl_video_ranking(
     _, page_size = check_page(1, page_size)
     max_pages = check_max_pages(max_pages)
     started = time.monotonic()
-    report = CrawlReport()
+    report = CrawlReport(kind="ranking")
     counters = _ClientCounters(client)
-    params = {k: v for k, v in query.params(1, page_size).items() if k != "page_num"}
+    params: dict[str, Any] = dict(query.params(1, page_size))
+    del params["page_num"]
     params["format"] = type(sink).__name__
+    if not lineage:
+        params["lineage"] = False
     outputs = _Outputs(sink, "ranking", params)
-    stored, _ = outputs.open(resume)
+    outputs.open(resume)
+    try:
+        stored = outputs.stored_count() if resume else 0
+        outputs.state.pages_done = stored // page_size
+        outputs.start()
+    except BaseException:
+        outputs.release()
+        raise
     report.output = outputs.output
+    await counters.resume_rate(outputs)
     # Pages are written whole and in order: the records stored say which pages are done.
-    pages_done, partial = divmod(len(stored), page_size)
-    report.skipped_resumed = report.requested = len(stored)
+    pages_done, partial = divmod(stored, page_size)
+    report.skipped_resumed = report.requested = stored
     previous = outputs.previous
     complete = bool(partial) or (previous is not None and previous.status == "complete")
-    del stored
-    outputs.state.pages_done = pages_done
     remaining = None if max_pages is None else max_pages - pages_done
 
     stopper = _Stopper(stop, stop_grace, lambda: None)
@@ -522,7 +790,7 @@ async def crawl_video_ranking(
                 date=query.date, region=query.region, video_rank_field=query.video_rank_field,
                 rank_type=query.rank_type, page_size=page_size, start_page=pages_done + 1,
                 max_pages=remaining, product_category_id=query.product_category_id,
-                created_by_ai=query.created_by_ai, stop=stop,
+                created_by_ai=query.created_by_ai, stop=stop, use_cache=use_cache,
             )
             async with aclosing(pages):
                 while not stopper.stopping:
@@ -534,16 +802,27 @@ async def crawl_video_ranking(
                         error = exc
                         break
                     records = _with_placeholders(page, page_size, report)
+                    records = _lineage(records, page.request_id, lineage, not page.attempts)
+                    if page.attempts:  # 0: served by the cache
+                        report.credits_spent += 1
                     if records:
-                        await sink.write(records)
-                    report.credits_spent += 1
+                        try:
+                            await outputs.store(records)
+                        except OutputWriteError as exc:
+                            error = exc  # the page is fetched again by a resume
+                            break
                     report.pages += 1
                     report.fetched += len(page.items)
                     report.requested += len(records)
                     outputs.state.pages_done += 1
                     if len(records) < page_size:
                         complete = True
-                    outputs.save()
+                    try:
+                        outputs.save()
+                    except OSError as exc:
+                        assert outputs.file is not None  # only file sinks save a state
+                        error = output_write_error(outputs.file.state_path, exc)
+                        break
                     counters.update(report)
                     report.elapsed = time.monotonic() - started
                     if on_progress is not None:
@@ -557,13 +836,22 @@ async def crawl_video_ranking(
             status = "interrupted"
         else:
             status = "complete" if complete else "partial"
-    except BaseException:
-        status = "interrupted" if status == "running" else status
+    except Exception:
+        status = "aborted"  # a custom sink's own error, say
+        raise
+    except BaseException as exc:
+        if status == "running":  # cancelled (a second Ctrl-C): stopped, not aborted
+            status = "interrupted"
+            report.aborted = report.aborted or "interrupted"
+            report.complete = complete
+        exc.report = report  # type: ignore[attr-defined]
         raise
     finally:
         counters.update(report)
+        counters.keep_rate(outputs)
         report.elapsed = time.monotonic() - started
-        await outputs.close(report, status)
+        close_error = await outputs.close(report, status)
+    error = error or close_error
     if error is not None:
         error.report = report  # type: ignore[attr-defined]
         raise error

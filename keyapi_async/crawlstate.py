@@ -3,7 +3,10 @@
 * ``OUT.state.json``: what the crawl is (kind and parameters, so a resume cannot mix two
   different crawls into one output), its status and its last summary. Small, rewritten
   atomically (temp file, fsync, ``os.replace``) at the start and at the end of a run, and
-  after every page of a ranking crawl.
+  after every page of a ranking crawl. It is padded with spaces to whole 4 KiB pages (the
+  blocks it takes anyway): when the disk is full and no temp file can be written, the
+  final status is written over the blocks the file already has, so a crawl stopped by a
+  full disk never leaves its state at "running".
 * ``OUT.missing.txt``: ids the API said it does not know, one a line, appended per batch
   like the output itself. An append-only journal rather than a list inside the state
   file: rewriting a list of 100,000 missing ids after every batch would cost O(n^2).
@@ -14,6 +17,7 @@ state never duplicates them, so it cannot disagree with them after a kill -9.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -39,6 +43,8 @@ class CrawlState(msgspec.Struct, kw_only=True):
     #: ranking crawls: pages of the list stored in the output
     pages_done: int = 0
     summary: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: the pacing rate at the last 429 (qps="auto" resumes from it), if one was seen
+    learned_qps: float | None = None
 
 
 _STATE_DECODER = msgspec.json.Decoder(CrawlState)
@@ -57,16 +63,55 @@ def load_state(path: Path) -> CrawlState | None:
         raise ValueError(f"unreadable crawl state {path}: {exc}") from None
 
 
+#: The state file is padded to a multiple of this many bytes (see the module docstring).
+STATE_PAGE = 4096
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 def save_state(path: Path, state: CrawlState) -> None:
-    """Write ``state`` atomically: readers see the old file or the new one, never half."""
+    """Write ``state`` atomically: readers see the old file or the new one, never half.
+
+    On a full disk (ENOSPC, EDQUOT) the temp file is removed and the state is written in
+    place instead, if it fits in the blocks the file already has; else the OSError is
+    raised. Either way no ``.tmp`` file is left behind.
+    """
+    body = msgspec.json.format(_STATE_ENCODER.encode(state))
+    size = -(-(len(body) + 1) // STATE_PAGE) * STATE_PAGE
+    data = body + b" " * (size - len(body) - 1) + b"\n"
     temp = path.with_name(path.name + ".tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, msgspec.json.format(_STATE_ENCODER.encode(state)) + b"\n")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        if exc.errno not in _FULL or not _overwrite(path, body):
+            raise
+
+
+def _overwrite(path: Path, body: bytes) -> bool:
+    """Write ``body`` over the file's existing bytes (padded to its size); False if it
+    does not fit. Not atomic, but one write of a page or two, which a kill cannot split."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        if size < len(body) + 1:
+            return False
+        if os.pwrite(fd, body + b" " * (size - len(body) - 1) + b"\n", 0) != size:
+            return False
         os.fsync(fd)
+    except OSError:
+        return False
     finally:
         os.close(fd)
-    os.replace(temp, path)
+    return True
 
 
 class MissingLog:

@@ -27,7 +27,13 @@ from typing import Any, Generic, TypeVar, get_args
 
 import msgspec
 
-from .errors import DecodeError, KeyAPIError, MalformedAnswerError, error_for_code
+from .errors import (
+    DecodeError,
+    KeyAPIError,
+    MalformedAnswerError,
+    error_for_code,
+    error_for_status,
+)
 from .models import FINISHERS, RankedVideo, VideoDetail
 from .salvage import SALVAGERS, RecordFailure, RepairLog, escape_control_chars, repair_text
 
@@ -36,8 +42,10 @@ __all__ = [
     "RANKING_DECODER",
     "Decoded",
     "Envelope",
+    "RawResponse",
     "RecordFailure",
     "RepairLog",
+    "decode_raw",
     "decode_response",
     "escape_control_chars",
 ]
@@ -107,10 +115,9 @@ def _error_from_body(
     request_id = env.requestId if env is not None else _sniff_request_id(body)
     if not 200 <= status < 300:
         # Not the documented JSON (a proxy's HTML page, say): the HTTP status decides.
-        return error_for_code(
+        return error_for_status(
             status,
             f"HTTP {status} with a body that is not a KeyAPI envelope",
-            status=status,
             request_id=request_id,
             retry_after=retry_after,
         )
@@ -282,3 +289,53 @@ def _note_text(
     for key, what in fixes:
         where = f"Envelope.{key}" if key in _ENVELOPE_KEYS else f"{model}.{key or '?'}"
         repairs.note(where, f"a string held {what}, replaced by U+FFFD", request_id)
+
+
+class RawResponse(msgspec.Struct, frozen=True):
+    """A success answer of any endpoint, untyped: what :meth:`KeyAPIClient.request` returns.
+
+    ``data`` is the envelope's ``data`` as decoded JSON (dicts, lists, strings, numbers:
+    the API's numeric strings stay strings); ``code`` is 0 (any other code raises its typed
+    error); ``message`` and ``request_id`` are the envelope's, when they are strings.
+    """
+
+    code: int
+    message: str | None
+    data: Any
+    request_id: str | None
+
+
+class _AnyEnvelope(msgspec.Struct):
+    code: int
+    message: Any = None
+    data: Any = None
+    requestId: Any = None
+
+
+_ANY_ENVELOPE = msgspec.json.Decoder(_AnyEnvelope, strict=False)
+
+
+def decode_raw(
+    status: int, body: bytes, *, retry_after: float | None = None
+) -> Decoded[RawResponse]:
+    """Decode the envelope of any endpoint, leaving ``data`` untyped: one RawResponse.
+
+    Errors are those of :func:`decode_response`: the typed error of a non-zero code (or of
+    the HTTP status for a body that is not an envelope), :class:`DecodeError` for a 2xx
+    body that is not complete JSON. Broken text (control characters, invalid UTF-8) is
+    repaired as for the typed endpoints.
+    """
+    if 200 <= status < 300:
+        try:
+            env = _decode(_ANY_ENVELOPE, body)
+        except _UNDECODABLE as exc:
+            raise _error_from_body(status, body, retry_after, str(exc)) from None
+        request_id = env.requestId if isinstance(env.requestId, str) else None
+        message = env.message if isinstance(env.message, str) else None
+        if env.code == 0:
+            return Decoded([RawResponse(env.code, message, env.data, request_id)], request_id)
+        raise error_for_code(
+            env.code, message or "", status=status, request_id=request_id,
+            retry_after=retry_after,
+        )
+    raise _error_from_body(status, body, retry_after, None)

@@ -2,25 +2,39 @@
 
 Errors carry what the server told us (HTTP ``status``, envelope ``code``, ``message``,
 ``request_id``) and a hint saying what to do. They never carry the API key: messages are
-built from the response, never from the request headers.
+built from the response, never from the request headers, and the transport removes the key
+from everything a server sends. Every message and request id passes through
+:func:`~keyapi_async.redaction.clean_text`: no control character, a bounded length.
 """
 
 from __future__ import annotations
 
+from .redaction import clean_text
+
 __all__ = [
     "APIConnectionError",
+    "APIUnreachableError",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "CreditBudgetExceededError",
     "DecodeError",
+    "EndpointNotFoundError",
     "InvalidParameterError",
     "KeyAPIError",
     "MalformedAnswerError",
+    "OutputError",
+    "OutputLockedError",
+    "OutputWriteError",
+    "PermissionDeniedError",
     "QuotaExceededError",
     "RateLimitError",
     "RateLimiterUnavailableError",
+    "RedirectError",
+    "ResponseTooLargeError",
     "ServerError",
     "error_for_code",
+    "error_for_status",
 ]
 
 
@@ -46,11 +60,12 @@ class KeyAPIError(Exception):
         code: int | None = None,
         request_id: str | None = None,
     ) -> None:
-        self.message = message
+        # Server text: one line, bounded, whatever the server sent.
+        self.message = clean_text(message)
         self.status = status
         self.code = code
-        self.request_id = request_id
-        super().__init__(message)
+        self.request_id = None if request_id is None else clean_text(request_id, 128)
+        super().__init__(self.message)
 
     def __str__(self) -> str:
         parts = [self.message]
@@ -118,8 +133,11 @@ class QuotaExceededError(KeyAPIError):
 class RateLimitError(KeyAPIError):
     """HTTP/code 429: the key's QPS limit was exceeded.
 
-    Retried with backoff. Raised when retries run out, or at once when the server's
-    ``Retry-After`` (in ``retry_after``, seconds) is longer than the client will wait.
+    Without Retry-After it is a congestion signal: the client slows down and tries again,
+    and raises this (``fatal``) only after ``rate_limit_patience`` seconds without any
+    success. With Retry-After it is retried after exactly that wait, and raised when
+    retries run out, or at once when the wait (``retry_after``, seconds) is longer than
+    the client will wait.
     """
 
     retryable = True
@@ -206,8 +224,176 @@ def error_for_code(
         cls = AuthenticationError
     elif code == 402:
         cls = QuotaExceededError
+    elif code == 403:
+        cls = PermissionDeniedError
     elif code >= 500:
         cls = ServerError
     else:
         cls = KeyAPIError
     return cls(message, status=status, code=code, request_id=request_id)
+
+
+class CreditBudgetExceededError(KeyAPIError):
+    """The client's credit budget (``max_credits``) is spent: nothing more will be sent.
+
+    Fatal: the call stops starting requests, and no request ever started that could have
+    taken the total past the budget (retries included). ``max_credits`` is the budget,
+    ``spent`` the credits it counts as used: charged ones, plus those whose answer was lost
+    or damaged and may have been charged. A crawl counts the ids left as not attempted.
+    """
+
+    fatal = True
+    hint = "raise max_credits= (the budget is per client), or resume the crawl with a new budget"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        max_credits: int | None = None,
+        spent: int | None = None,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.max_credits = max_credits
+        self.spent = spent
+
+
+class PermissionDeniedError(KeyAPIError):
+    """HTTP/code 403: the key may not use this endpoint, or its plan's quota is used up.
+
+    Fatal like 401 and 402: every further request with this key would be refused too.
+    """
+
+    fatal = True
+    hint = (
+        "the key is not allowed on this endpoint, or its plan's quota is used up: "
+        "check the key's plan on the KeyAPI dashboard"
+    )
+
+
+class RedirectError(KeyAPIError):
+    """HTTP 3xx: the API never redirects, so ``base_url`` (or a proxy) is wrong. Fatal.
+
+    The redirect is not followed (the key must not travel to another origin, and a loop
+    must not cost more than one request); ``location`` says where it pointed.
+    """
+
+    fatal = True
+    hint = "the API never redirects: fix base_url (or KEYAPI_BASE_URL); nothing was followed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+        location: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.location = None if location is None else clean_text(location, 300)
+
+
+class ResponseTooLargeError(KeyAPIError):
+    """The answer exceeded ``max_response_bytes`` (as sent, or once decompressed).
+
+    Reading stopped at the limit and the connection was dropped, so memory stays bounded.
+    Not retried: a 10-record answer is about 10 KB, so this is a broken server or proxy.
+    """
+
+    hint = (
+        "an answer is normally about 10 KB: check base_url and any proxy, or raise "
+        "KeyAPIClient(max_response_bytes=...) if answers really are this large"
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.limit = limit
+
+
+class APIUnreachableError(APIConnectionError):
+    """Attempt after attempt got no answer at all: the API cannot be reached. Fatal.
+
+    Raised instead of going on retrying every request when a run of attempts in a row
+    failed to connect (see ``KeyAPIClient``); the message names the base URL.
+    """
+
+    retryable = False
+    fatal = True
+    hint = (
+        "check base_url, the network and any proxy (HTTPS_PROXY, proxy=), then resume; "
+        "no answer came back, so no credit was spent on these attempts"
+    )
+
+
+class EndpointNotFoundError(KeyAPIError):
+    """HTTP 404 with a body that is not a KeyAPI envelope: ``base_url`` is wrong. Fatal.
+
+    The API answers its own paths with an envelope, even for errors; a bare 404 comes
+    from another server or path, typically a base_url that ends in ``/v1``.
+    """
+
+    fatal = True
+    hint = (
+        "base_url should be the API root, such as https://api.keyapi.ai, without a path "
+        "such as /v1; check base_url (or KEYAPI_BASE_URL) and any proxy"
+    )
+
+
+def error_for_status(
+    status: int,
+    message: str,
+    *,
+    request_id: str | None,
+    retry_after: float | None = None,
+) -> KeyAPIError:
+    """Map an answer whose body is not a KeyAPI envelope to its error, by HTTP status.
+
+    Like :func:`error_for_code`, except that a bare 404 means the wrong server or path.
+    """
+    if status == 404:
+        return EndpointNotFoundError(message, status=status, code=status, request_id=request_id)
+    return error_for_code(
+        status, message, status=status, request_id=request_id, retry_after=retry_after
+    )
+class OutputError(KeyAPIError):
+    """The crawl's output cannot be used: checked before the first request, so no credit
+    was spent (a missing or read-only directory, a directory where a file is expected, a
+    file a crawl did not write). ``path`` is the output; ``errno`` the OS error, if any.
+    """
+
+    fatal = True
+    hint = "fix the output path (-o); no request was sent and no credit spent"
+
+    def __init__(
+        self, message: str, *, path: str | None = None, errno: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
+
+
+class OutputLockedError(OutputError):
+    """Another crawl (another process, or another task of this one) is writing the same
+    output; refused before any request. The lock dies with its holder, even on kill -9."""
+
+    hint = "wait for the other crawl to finish, or give this one another output"
+
+
+class OutputWriteError(OutputError):
+    """Writing the output failed mid-crawl (disk full, quota, I/O error). The crawl stopped
+    at once; what is stored and the state file are consistent, and the error carries the
+    partial report as ``err.report``. The batch that could not be written is in
+    ``report.failed`` (its credit was spent; a resume fetches it again)."""
+
+    hint = "free space (or fix the disk) and re-run the same crawl: it resumes where it stopped"

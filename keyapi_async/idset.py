@@ -79,10 +79,47 @@ class CompactIdSet:
         self._other.add(vid)
         return True
 
-    def update(self, ids: Iterable[str]) -> None:
-        """Add every id of ``ids``."""
-        for vid in ids:
-            self.add(vid)
+    def update(self, ids: Iterable[str]) -> int:
+        """Add every id of ``ids``; return how many were new.
+
+        The same steps as :meth:`add`, inlined with the lookups bound to locals, for bulk
+        loads (an ids file's check, a resume reading back its output).
+        """
+        blocks, other, limit, size = self._blocks, self._other, _LIMIT, self._block_size
+        low, high, split = self._low, self._high, self._split
+        count = self._count
+        new = 0
+        try:
+            for vid in ids:
+                try:
+                    compact = vid.isdigit() and vid.isascii() and vid[0] != "0"
+                except AttributeError:
+                    raise TypeError(f"ids are strings, got {type(vid).__name__}") from None
+                if compact:
+                    key = int(vid)
+                    if key < limit:
+                        h = key ^ (key >> 32)
+                        i = h & low
+                        if i < split:
+                            i = h & high
+                        block = blocks[i]
+                        j = bisect_left(block, key)
+                        if j < len(block) and block[j] == key:
+                            continue
+                        block.insert(j, key)
+                        count += 1
+                        new += 1
+                        if count > len(blocks) * size:
+                            self._count = count
+                            self._grow()
+                            low, high, split = self._low, self._high, self._split
+                        continue
+                if vid not in other:
+                    other.add(vid)
+                    new += 1
+        finally:
+            self._count = count
+        return new
 
     def __contains__(self, vid: object) -> bool:
         if not isinstance(vid, str):

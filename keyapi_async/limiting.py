@@ -9,25 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Protocol, runtime_checkable
+import time
+from typing import Final, Literal, Protocol, runtime_checkable
 
-from aiolimiter import AsyncLimiter
+from .adaptive import DEFAULT_AUTO_CEILING, DEFAULT_START_QPS, AdaptiveRate
 
-__all__ = ["DEFAULT_HEADROOM", "DEFAULT_TOLERANCE", "LocalRateLimiter", "RateLimiter"]
+__all__ = ["DEFAULT_HEADROOM", "LocalRateLimiter", "QpsSetting", "RateLimiter", "check_qps"]
 
 #: Fraction of the budget left unused by default, to absorb network jitter (see below).
-DEFAULT_HEADROOM = 0.02
-#: Seconds a start may come before its slot, so that a late wake-up is made up for.
-DEFAULT_TOLERANCE = 0.002
+DEFAULT_HEADROOM: Final = 0.02
+
+#: A fixed budget in request starts per second, or ``"auto"`` to discover the key's limit.
+QpsSetting = float | Literal["auto"]
 
 
 @runtime_checkable
 class RateLimiter(Protocol):
-    """Decides when a request may start. Every attempt, retries included, asks first."""
+    """Decides when a request may start. Every attempt, retries included, asks first.
+
+    The client also tells it about 429s without Retry-After through ``on_throttle``
+    (optional: a limiter without it is still used, it just does not adapt).
+    """
 
     @property
     def qps(self) -> float:
-        """The budget: request starts per second."""
+        """The current pacing rate: request starts per second."""
         ...
 
     async def acquire(self) -> None:
@@ -35,79 +41,174 @@ class RateLimiter(Protocol):
         ...
 
     async def penalize(self, seconds: float) -> None:
-        """Start nothing for ``seconds`` from now (the server answered 429)."""
+        """Start nothing for ``seconds`` from now (the server said Retry-After)."""
+        ...
+
+    async def on_throttle(self, started_at: float) -> None:
+        """A request started at ``started_at`` (the event loop's clock) got a 429."""
         ...
 
 
+def check_qps(qps: object, max_qps: object = None) -> tuple[float, float | None]:
+    """Validate ``qps`` (a positive number or ``"auto"``) and ``max_qps``.
+
+    Returns ``(ceiling, start)``: the highest rate, and where slow start begins (None for
+    a fixed qps). Raises ValueError with a message naming the bad argument.
+    """
+    if max_qps is not None and not (
+        isinstance(max_qps, (int, float)) and not isinstance(max_qps, bool)
+        and math.isfinite(max_qps) and max_qps > 0
+    ):
+        raise ValueError(f"max_qps must be a positive number or None, got {max_qps!r}")
+    if qps == "auto":
+        ceiling = DEFAULT_AUTO_CEILING if max_qps is None else float(max_qps)
+        return ceiling, min(DEFAULT_START_QPS, ceiling)
+    if not (
+        isinstance(qps, (int, float)) and not isinstance(qps, bool)
+        and math.isfinite(qps) and qps > 0
+    ):
+        raise ValueError(f"qps must be a positive number or 'auto', got {qps!r}")
+    if max_qps is not None:
+        raise ValueError("max_qps is the ceiling of qps='auto'; with a fixed qps, qps is it")
+    return float(qps), None
+
+
+#: How early, at most, to wake before a slot (the selector's granularity), then yield.
+_EARLY: Final = 0.001
+
+
+def _now() -> float:
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:  # read outside a loop (a repr, say): the loop's default clock
+        return time.monotonic()
+
+
 class LocalRateLimiter:
-    """Paces request starts evenly: at most ``qps`` starts in any sliding one-second window.
+    """Paces request starts: a minimum gap between permits, at an adaptive rate.
 
-    Guarantee: permits are scheduled ``interval = 1 / (qps * (1 - headroom))`` seconds apart
-    on the event loop's clock and granted in FIFO order; a permit may come at most
-    ``tolerance`` before its slot (so a late wake-up of the loop is made up for instead of
-    lost), never earlier, and there is no burst at start-up or after a pause. So any
-    one-second window, sliding or fixed, holds at most ``floor((1 + tolerance) / interval)
-    + 1`` starts, which is at most ``qps`` (for a fractional qps, ``ceil(qps)``: 2.5 a second
-    on average puts 3 in some windows) while ``tolerance`` is well below ``headroom``
-    seconds. The rest of the headroom (18 ms of each second at the defaults) absorbs the
-    jitter between our start times and the server's arrival times. :meth:`penalize` pauses
-    all permits, which is how one task's 429 slows the whole client.
+    Guarantee, on the event loop's clock: two consecutive permits are never closer than
+    ``1 / qps`` seconds (``qps`` the ceiling: the configured number, or ``max_qps`` for
+    ``"auto"``); so any one-second window, sliding or fixed, holds at most ``qps``
+    starts (``ceil(qps)`` for a fractional qps), and a strict gateway such as nginx
+    ``limit_req`` without ``burst`` (one request per ``1 / qps``) never sees two starts
+    too close. There is no burst at start-up or after a pause; permits are granted in
+    FIFO order.
 
-    Implementation: a leaky bucket draining at ``1 / interval`` with a capacity of
-    ``1 + tolerance / interval`` is exactly GCRA with that tolerance: aiolimiter's
-    ``AsyncLimiter`` configured so. (``AsyncLimiter(qps, 1)``, by contrast, starts empty and
-    lets about 2 x qps through in its first second.) A FIFO lock in front keeps at most
-    one waiter inside the bucket and lets the pause be applied in order.
+    The pacing rate ``r`` comes from an :class:`~keyapi_async.adaptive.AdaptiveRate`:
+    with a number it is that number until a 429 (:meth:`on_throttle`) lowers it, after
+    which it grows back, never above it; with ``"auto"`` it starts at 5 and doubles every
+    second of use until the first 429, then settles below the limit the server enforces,
+    up to ``max_qps``. :meth:`penalize` pauses every permit (Retry-After).
+
+    The arithmetic is our own rather than aiolimiter's leaky bucket: that bucket bounds the
+    starts in a window, not the gap between two of them, which is what a strict gateway checks.
+
+    The schedule is GCRA: permits ``interval = 1 / (r * (1 - headroom))`` apart on
+    average, the ``headroom`` (2 %) absorbing the jitter between our start times and the
+    server's. A late wake-up of the loop is made up for, but a permit never comes sooner
+    than ``1 / peak`` after the previous one, ``peak`` being the highest rate the server
+    took: at the ceiling ``r`` itself (so the catch-up is the headroom only); below it,
+    after a 429, the rate at the 429 (``w_max``); in slow start, ``r``.
     """
 
     def __init__(
         self,
-        qps: float,
+        qps: QpsSetting,
         *,
+        max_qps: float | None = None,
         headroom: float = DEFAULT_HEADROOM,
-        tolerance: float = DEFAULT_TOLERANCE,
+        control: AdaptiveRate | None = None,
     ) -> None:
-        if not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
-            raise ValueError(f"qps must be a positive number, got {qps!r}")
-        if not 0 <= headroom < 1:
+        ceiling, start = check_qps(qps, max_qps)
+        if not (isinstance(headroom, (int, float)) and 0 <= headroom < 1):
             raise ValueError(f"headroom must be in [0, 1), got {headroom!r}")
-        self._qps = float(qps)
-        self.interval = 1.0 / (self._qps * (1.0 - headroom))
-        # The window bound needs only 0 <= tolerance (and tolerance well under headroom
-        # seconds); at a high qps it may span several intervals, which is fine.
-        if not (math.isfinite(tolerance) and 0 <= tolerance <= 1):
-            raise ValueError(f"tolerance must be in [0, 1] seconds, got {tolerance!r}")
-        self.tolerance = tolerance
-        capacity = 1.0 + tolerance / self.interval
-        self._bucket = AsyncLimiter(capacity, capacity * self.interval)
+        self.headroom = float(headroom)
+        self.auto = qps == "auto"
+        #: The adaptive rate; pass your own ``control`` to tune its parameters.
+        self.control = control or AdaptiveRate(ceiling, start=start)
         self._lock = asyncio.Lock()
-        self._resume_at = 0.0
+        self._slot: float | None = None  # when the last permit was allowed (its slot)
+        self._granted = 0.0  # when the last permit was granted
+        self._interval = 0.0  # the average gap at the rate of the last computation
+        self._resume_at = -math.inf
 
     @property
     def qps(self) -> float:
-        """The configured budget in request starts per second."""
-        return self._qps
+        """The current pacing rate in request starts per second."""
+        return self.control.rate(_now())
+
+    @property
+    def max_qps(self) -> float:
+        """The ceiling: the configured qps, or ``max_qps`` for ``"auto"``."""
+        return self.control.ceiling
+
+    @property
+    def learned_qps(self) -> float | None:
+        """The rate at the last 429 (where the server started refusing), if any."""
+        return self.control.learned
+
+    @property
+    def interval(self) -> float:
+        """The average gap between permits at the current rate, in seconds."""
+        return 1.0 / (self.qps * (1.0 - self.headroom))
+
+    def _next_slot(self, now: float) -> float:
+        if self._slot is None:
+            return self._resume_at
+        control = self.control
+        self._interval = interval = 1.0 / (control.rate(now) * (1.0 - self.headroom))
+        # GCRA: one interval after the last slot, so a late grant is made up for, yet
+        # never sooner than 1/peak after the last grant: at the ceiling, within the
+        # headroom only; below it (after a 429), down to what the server took before.
+        return max(self._slot + interval, self._granted + 1.0 / control.peak(now),
+                   self._resume_at)
 
     async def acquire(self) -> None:
-        """Wait for the next evenly paced slot (FIFO), honouring any pause."""
+        """Wait for the next slot (FIFO), honouring any pause and the current rate."""
         loop = asyncio.get_running_loop()
         async with self._lock:
-            while True:
-                await self._bucket.acquire()
-                delay = self._resume_at - loop.time()
-                if delay <= 0:
-                    return
-                # Paused: wait it out, then take a fresh slot so the pause ends with one
-                # start, not with a start right after the slot taken before the pause.
-                await asyncio.sleep(delay)
+            now = loop.time()
+            slot = self._next_slot(now)
+            if self._slot is None:
+                self.control.idle(0.0, now)  # anchors the curve at the first permit
+            elif now > slot:
+                self.control.idle(now - slot, now)  # nobody wanted the rate meanwhile
+            before = None
+            while now < slot:
+                # The selector sleeps in whole milliseconds, rounded up: sleeping the whole
+                # wait would grant ~0.5 ms late on average, lost for good once beyond the
+                # headroom (the minimum gap forbids making it up). So wake a little early
+                # and yield to the loop until the slot: up to 1 ms, and never more than a
+                # fifth of the interval (the CPU it costs). (A clock that did not move,
+                # as a simulated one, gets a plain sleep.) Recomputed on waking: a 429 or
+                # a pause meanwhile moves the slot later.
+                wait = slot - now
+                early = min(_EARLY, 0.2 * self._interval)
+                if wait > early:
+                    await asyncio.sleep(wait - early)
+                else:
+                    await asyncio.sleep(wait if now == before else 0)
+                before, now = now, loop.time()
+                slot = self._next_slot(now)
+            self._slot = slot
+            self._granted = now
 
     async def penalize(self, seconds: float) -> None:
         """Start nothing for ``seconds`` from now; longer pauses already set win."""
-        loop = asyncio.get_running_loop()
-        self._resume_at = max(self._resume_at, loop.time() + max(0.0, seconds))
+        self._resume_at = max(self._resume_at, _now() + max(0.0, seconds))
+
+    async def on_throttle(self, started_at: float) -> None:
+        """A request started at ``started_at`` got a 429: lower the rate, once per event."""
+        self.control.throttled(started_at, _now())
+
+    async def seed(self, learned_qps: float) -> bool:
+        """Start an ``"auto"`` rate from a limit learned before (a resumed crawl)."""
+        return self.control.seed(learned_qps, _now())
 
     def __repr__(self) -> str:
+        mode = "auto" if self.auto else f"{self.control.ceiling:g}"
         return (
-            f"LocalRateLimiter(qps={self._qps:g}, interval={self.interval:.4f}s, "
-            f"tolerance={self.tolerance:g}s)"
+            f"LocalRateLimiter(qps={mode}, rate={self.qps:.4g}, "
+            f"max_qps={self.control.ceiling:g}, headroom={self.headroom:g})"
         )

@@ -40,8 +40,13 @@ when the typed decode (or the page pass, for a nested text) refuses a record,
   list; anything else (``"{}"``, ``"[1]"``) -> ``None``.
 
 Each value read this way is counted in ``client.stats.coerced_values`` (by ``Model.field``)
-and the first of each field is logged at WARNING. A record that is not a JSON object, or a
-detail record whose ``video_id`` cannot be read, is reported as failed with its reason.
+and the first of each field is logged at WARNING. A record that is not a JSON object, or
+whose ``video_id`` is absent or cannot be read, is reported as failed with its reason.
+
+Lineage: ``fetched_at`` (when the crawl received the answer, aware UTC) and ``request_id``
+(the upstream's, for support tickets) are the last two fields of both records. They are
+:data:`msgspec.UNSET` unless a crawl with lineage on set them, and an unset field is left
+out of JSON and of the sinks' columns (see :data:`LINEAGE_FIELDS`).
 
 Records are ``gc=False``: they hold only scalars and lists of scalars, never cycles, and
 skipping GC tracking keeps bulk decoding of millions of records fast.
@@ -58,8 +63,10 @@ from operator import eq, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 __all__ = [
+    "LINEAGE_FIELDS",
     "UNKNOWN",
     "ProductCategory",
     "RankType",
@@ -67,6 +74,9 @@ __all__ = [
     "VideoDetail",
     "VideoRankField",
 ]
+
+#: The lineage fields a crawl sets on every record (the last two fields of each record type).
+LINEAGE_FIELDS = ("fetched_at", "request_id")
 
 #: The upstream's marker for "unknown" in numeric fields; decoded as ``None``.
 UNKNOWN = -99999
@@ -103,9 +113,10 @@ class ProductCategory(msgspec.Struct, gc=False):
 
 
 class _Video(msgspec.Struct, gc=False):
-    """Fields both endpoints share."""
+    """Fields both endpoints share. ``video_id`` is required: a record without a readable
+    one is not a record (salvage.py reports it failed)."""
 
-    video_id: str | None = None
+    video_id: str
     user_id: str | None = None
     unique_id: str | None = None
     video_desc: str | None = None
@@ -143,6 +154,9 @@ class VideoDetail(_Video, gc=False):
     total_digg_1d_cnt: int | None = None
     total_digg_7d_cnt: int | None = None
     total_digg_30d_cnt: int | None = None
+    # Lineage (see the module docstring): last, so sinks can drop them as a tail.
+    fetched_at: datetime | UnsetType = UNSET
+    request_id: str | UnsetType | None = UNSET
 
 
 class RankedVideo(_Video, gc=False):
@@ -164,6 +178,8 @@ class RankedVideo(_Video, gc=False):
         # The wire carries a JSON string or a real array; finish_ranking makes both a list.
         product_category_list: str | list[ProductCategory] | None = None
         video_products: str | list[str | int] | None = None
+    fetched_at: datetime | UnsetType = UNSET
+    request_id: str | UnsetType | None = UNSET
 
 
 # -- the page pass ------------------------------------------------------------------------

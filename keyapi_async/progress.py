@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from .crawl import CrawlReport
 
-__all__ = ["Progress", "make_progress", "status_line", "summary_table"]
+__all__ = [
+    "Progress", "ScanProgress", "make_progress", "status_line", "stopped_note", "summary_table",
+]
 
 
 class Progress(Protocol):
@@ -43,15 +46,36 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{clock}" if hours else clock
 
 
+def _done(report: CrawlReport) -> int:
+    """Ids with an outcome other than "not attempted": a stopped crawl's bar stays where
+    it stopped instead of jumping to 100 % when the ids left over are counted."""
+    return report.accounted - report.not_attempted
+
+
+def stopped_note(report: CrawlReport) -> str:
+    """Why a crawl stopped early, for the last progress line ("" when it did not)."""
+    if report.aborted is None:
+        return ""
+    reason = "interrupted" if report.aborted == "interrupted" else "aborted"
+    note = f"STOPPED ({reason})"
+    if report.not_attempted:
+        note += f", {report.not_attempted:,} not attempted"
+    if report.in_flight:
+        note += f", {report.in_flight:,} requests in flight when stopped (may be charged)"
+    return note
+
+
 def status_line(report: CrawlReport, total: int | None, unit: str = "ids") -> str:
-    """One line: done/total, rate, credits, errors, ETA."""
+    """One line: done/total, rate, credits, errors, ETA; or, once stopped early, why."""
     rate, eta = _rate_eta(report, total)
+    done = _done(report)
     of = f"/{total:,}" if total is not None else ""
-    percent = f" ({100 * report.accounted / total:.0f}%)" if total else ""
+    percent = f" ({100 * done / total:.0f}%)" if total else ""
+    end = stopped_note(report) or f"ETA {_duration(eta)}"
     return (
-        f"{report.accounted:,}{of} {unit}{percent} | {rate:,.0f} {unit}/s | "
+        f"{done:,}{of} {unit}{percent} | {rate:,.0f} {unit}/s | "
         f"credits {report.credits_spent:,} | failed {len(report.failed):,} | "
-        f"429s {report.rate_limited:,} | ETA {_duration(eta)}"
+        f"429s {report.rate_limited:,} | {end}"
     )
 
 
@@ -61,17 +85,23 @@ class _LogLines:
     def __init__(self, total: int | None, stream: TextIO, interval: float, unit: str) -> None:
         self.total, self.stream, self.interval, self.unit = total, stream, interval, unit
         self._last = time.monotonic()
+        self._written = ""
+
+    def _write(self, report: CrawlReport) -> None:
+        line = f"progress: {status_line(report, self.total, self.unit)}\n"
+        if line != self._written:  # the last periodic line may already be the final one
+            self._written = line
+            self.stream.write(line)
+            self.stream.flush()
 
     def __call__(self, report: CrawlReport) -> None:
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            self.stream.write(f"progress: {status_line(report, self.total, self.unit)}\n")
-            self.stream.flush()
+            self._write(report)
 
     def finish(self, report: CrawlReport) -> None:
-        self.stream.write(f"progress: {status_line(report, self.total, self.unit)}\n")
-        self.stream.flush()
+        self._write(report)
 
 
 class _CarriageReturn:
@@ -85,7 +115,7 @@ class _CarriageReturn:
     def _draw(self, report: CrawlReport) -> None:
         text = status_line(report, self.total, self.unit)
         if self.total:
-            filled = min(20, 20 * report.accounted // self.total)
+            filled = min(20, 20 * _done(report) // self.total)
             text = f"[{'#' * filled}{'.' * (20 - filled)}] {text}"
         pad = max(0, self._width - len(text))
         self._width = len(text)
@@ -120,11 +150,12 @@ class _RichBar:
 
         self.unit = unit
         self._bar = RichProgress(
-            TextColumn("[bold]crawl"),
-            BarColumn(),
+            BarColumn(bar_width=10),
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
+            TextColumn("elapsed"),
             TimeElapsedColumn(),
+            TextColumn("ETA"),
             TimeRemainingColumn(),
             console=Console(file=stream),
             transient=False,
@@ -134,15 +165,20 @@ class _RichBar:
 
     def __call__(self, report: CrawlReport) -> None:
         rate = (report.accounted - report.skipped_resumed) / report.elapsed if report.elapsed else 0
+        # Kept short: with the labelled clocks the line fits 80 columns.
         info = (
-            f"{rate:,.0f} {self.unit}/s  credits {report.credits_spent:,}  "
-            f"failed {len(report.failed):,}  429s {report.rate_limited:,}"
+            f"{rate:,.0f} {self.unit}/s credits {report.credits_spent:,} "
+            f"failed {len(report.failed):,} 429s {report.rate_limited:,}"
         )
-        self._bar.update(self._task, completed=report.accounted, info=info)
+        self._bar.update(self._task, completed=_done(report), info=info)
 
     def finish(self, report: CrawlReport) -> None:
         self(report)
+        self._bar.refresh()
         self._bar.stop()
+        note = stopped_note(report)
+        if note:
+            self._bar.console.print(note, style="bold red", highlight=False)
 
 
 def make_progress(
@@ -160,6 +196,57 @@ def make_progress(
         return _RichBar(total, stream, unit)
     except ImportError:
         return _CarriageReturn(total, stream, unit)
+
+
+class ScanProgress:
+    """Progress of a pass over the input before the crawl (checking a large ids file).
+
+    A ``check_ids_file`` ``on_progress`` callback. Quiet for the first ``delay`` seconds,
+    so a small file prints nothing; then, on a terminal, one line redrawn in place five
+    times a second at most, elsewhere a line every ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        *,
+        stream: TextIO | None = None,
+        interval: float = 5.0,
+        delay: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval = 0.2 if self.tty else interval
+        self.clock = clock
+        self._start = clock()
+        self._next = self._start + delay
+        self._last: tuple[int, int | None, int | None] = (0, None, None)
+        #: Whether anything was written (so ``finish`` knows to write the last state).
+        self.shown = False
+
+    def __call__(self, entries: int, done: int | None, total: int | None) -> None:
+        self._last = (entries, done, total)
+        now = self.clock()
+        if now >= self._next:
+            self._next = now + self.interval
+            self._show(now, end="" if self.tty else "\n")
+
+    def _show(self, now: float, end: str) -> None:
+        entries, done, total = self._last
+        text = f"checking {self.label}: {entries:,} ids"
+        if done is not None and total:
+            text += f", {done / 2**20:,.0f}/{total / 2**20:,.0f} MiB ({100 * done / total:.0f}%)"
+        text += f", {_duration(now - self._start)}"
+        self.stream.write(f"\r{text}{end}" if self.tty else f"{text}{end}")
+        self.stream.flush()
+        self.shown = True
+
+    def finish(self) -> None:
+        """Write the last state, if anything was shown (a small file shows nothing)."""
+        if self.shown:
+            self._show(self.clock(), end="\n")
 
 
 def _summary_rows(report: CrawlReport, ranking: bool) -> list[tuple[str, str]]:
@@ -189,6 +276,8 @@ def _summary_rows(report: CrawlReport, ranking: bool) -> list[tuple[str, str]]:
     ]
     if report.output:
         rows.append(("output", report.output))
+    if report.in_flight:
+        rows.append(("in flight when stopped", f"{report.in_flight:,} requests, may be charged"))
     if report.aborted:
         rows.append(("stopped early", report.aborted))
     return [(k, f"{v:,}" if isinstance(v, int) else str(v)) for k, v in rows]

@@ -5,10 +5,11 @@ lives in Redis, so N workers (processes or machines) sharing a ``name`` together
 most ``qps`` requests in any one-second window. Needs the ``redis`` extra
 (``pip install 'keyapi-async[redis]'``); importing this module does not.
 
-The schedule is a zero-burst GCRA kept in one Redis hash, driven by one Lua script that
-reads Redis ``TIME``: the Redis server's clock is the only clock, so the workers' clocks
-never matter. Also here: :func:`shard_filter` and :func:`parse_shard`, which split one ids
-file between N workers deterministically.
+The schedule is a zero-burst GCRA kept in one Redis hash, with the adaptive rate
+(:mod:`keyapi_async.adaptive`) it paces at, driven by one Lua script that reads Redis
+``TIME``: the Redis server's clock is the only clock, so the workers' clocks never
+matter. Also here: :func:`shard_filter` and :func:`parse_shard`, which split one ids file
+between N workers deterministically.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from .adaptive import AdaptiveRate
 from .errors import ConfigurationError, RateLimiterUnavailableError
-from .limiting import DEFAULT_HEADROOM
+from .limiting import DEFAULT_HEADROOM, QpsSetting, check_qps
 
 if TYPE_CHECKING:
     import redis.asyncio
 
 __all__ = [
     "KEY_PREFIX",
+    "STATE_RETENTION",
     "RateLimiterUnavailableError",
     "RedisRateLimiter",
     "budget_name",
@@ -41,52 +44,130 @@ KEY_PREFIX: Final = "keyapi_async:ratelimit:"
 
 #: Seconds to wait for Redis to connect or answer before the limiter is declared down.
 DEFAULT_REDIS_TIMEOUT: Final = 5.0
+#: Seconds a learned (adaptive) state is kept after the schedule's last use.
+STATE_RETENTION: Final = 3600.0
 
-# One script, three modes, all on the hash KEYS[1] with fields
+# One script, five modes, all on the hash KEYS[1] with fields
 #   tat    - the theoretical arrival time: the first free slot, in Redis-clock microseconds
 #   resume - the end of the latest pause (penalize), in Redis-clock microseconds
-# ARGV[1] is the mode:
-#   reserve  ARGV[2]=interval_us          -> {slot_us, delay_us}: the slot taken, and how
-#                                            long the caller sleeps until it
-#   confirm  ARGV[2]=interval_us ARGV[3]=slot_us
-#                                         -> {slot_us, 0} if no pause covers that slot (go);
-#                                            else a fresh reservation, as 'reserve'
-#   pause    ARGV[2]=seconds_us           -> {resume_us, 0}
-# Times are integral microseconds, exact in Lua's doubles (about 2^50 today), and written
-# with %d because Lua's tostring keeps only 14 significant digits. The key expires once
-# both times are in the past, when an absent key means the same thing: nothing lingers.
+#   phase  - the adaptive rate's phase: steady (at the ceiling), slow (start) or cubic
+#   origin - the rate curve's time origin (the last decrease, plus time the schedule idled)
+#   dec    - when the last decrease happened (absent before the first)
+#   wmax   - the rate at the last decrease (the learned limit)
+# ARGV[1] is the mode, ARGV[2..9] the rate's parameters (ceiling, floor, start (0 for a
+# fixed qps), headroom, beta, scale, doubling, retention_us: the same for every worker),
+# then:
+#   reserve                                -> {slot_us, delay_us, rate, learned}: the slot
+#                                             taken, how long the caller sleeps until it
+#   confirm  ARGV[10]=slot_us ARGV[11]=reserved_at_us
+#                                          -> {slot_us, 0, ...} if no pause covers that
+#                                             slot and no decrease came after it was
+#                                             reserved (go); else a fresh reservation
+#   pause    ARGV[10]=seconds_us            -> {resume_us, 0, ...}
+#   throttle ARGV[10]=age_us (since the refused request started)
+#                                          -> {1 if the rate was cut else 0, 0, ...}
+#   seed     ARGV[10]=learned rate          -> {1 if it took effect else 0, 0, ...}
+# The rate is AdaptiveRate's (keyapi_async.adaptive), on Redis' clock. Times are integral
+# microseconds, exact in Lua's doubles (about 2^50 today), and written with %d because
+# Lua's tostring keeps only 14 significant digits; rates go back as strings, because Redis
+# truncates a Lua number to an integer. The key expires once its times are in the past
+# (plus STATE_RETENTION when it holds a learned rate), when absent means the same thing.
 _SCRIPT: Final = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local key = KEYS[1]
 local mode = ARGV[1]
-local tat = tonumber(redis.call('HGET', key, 'tat')) or 0
-local resume = tonumber(redis.call('HGET', key, 'resume')) or 0
+local ceiling, floor, start = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local headroom, beta = tonumber(ARGV[5]), tonumber(ARGV[6])
+local scale, doubling = tonumber(ARGV[7]), tonumber(ARGV[8])
+local retention = tonumber(ARGV[9])
+local s = redis.call('HMGET', key, 'tat', 'resume', 'phase', 'origin', 'dec', 'wmax')
+local tat = tonumber(s[1]) or 0
+local resume = tonumber(s[2]) or 0
+local phase = s[3]
+local origin = tonumber(s[4]) or now
+local dec = tonumber(s[5])
+local wmax = tonumber(s[6]) or ceiling
+if not phase then
+  if start > 0 then phase = 'slow' else phase = 'steady' end
+end
+
+local function rate_at(at)
+  if phase == 'steady' then return ceiling end
+  local elapsed = math.max(0, at - origin) / 1000000
+  local r
+  if phase == 'slow' then
+    r = start * 2 ^ math.min(elapsed / doubling, 64)
+  else
+    local d = elapsed - (wmax * (1 - beta) / scale) ^ (1 / 3)
+    r = scale * d * d * d + wmax
+  end
+  return math.min(ceiling, math.max(floor, r))
+end
 
 local function store()
   redis.call('HSET', key, 'tat', string.format('%d', tat),
-             'resume', string.format('%d', resume))
+             'resume', string.format('%d', resume), 'phase', phase,
+             'origin', string.format('%d', origin))
+  if dec then
+    redis.call('HSET', key, 'dec', string.format('%d', dec), 'wmax', string.format('%.17g', wmax))
+  end
   local horizon = math.max(tat, resume) - now
+  if phase ~= 'steady' then horizon = math.max(horizon, 0) + retention end
   redis.call('PEXPIRE', key, math.floor(horizon / 1000) + 2)
 end
 
+local function reply(first, second)
+  local learned = ''
+  if dec then learned = string.format('%.17g', wmax) end
+  return {first, second, string.format('%.17g', rate_at(now)), learned}
+end
+
+local function decrease(w)
+  wmax = w
+  origin = now
+  dec = now
+  phase = 'cubic'
+end
+
 if mode == 'pause' then
-  resume = math.max(resume, now + tonumber(ARGV[2]))
+  resume = math.max(resume, now + tonumber(ARGV[10]))
   tat = math.max(tat, resume)
   store()
-  return {resume, 0}
+  return reply(resume, 0)
+end
+if mode == 'throttle' then
+  local started = now - tonumber(ARGV[10])
+  if dec and started < dec then
+    return reply(0, 0)
+  end
+  decrease(math.min(rate_at(started), rate_at(now)))
+  store()
+  return reply(1, 0)
+end
+if mode == 'seed' then
+  if phase ~= 'slow' then
+    return reply(0, 0)
+  end
+  decrease(math.min(ceiling, math.max(floor, tonumber(ARGV[10]))))
+  store()
+  return reply(1, 0)
 end
 if mode == 'confirm' then
-  local slot = tonumber(ARGV[3])
-  if slot >= resume then
-    return {slot, 0}
+  local slot = tonumber(ARGV[10])
+  if slot >= resume and not (dec and dec > tonumber(ARGV[11])) then
+    return reply(slot, 0)
   end
 end
+if tat < now and phase ~= 'steady' then
+  -- Nobody used the schedule since tat: the rate curve waits instead of growing.
+  origin = math.min(now, origin + (now - tat))
+end
 local slot = math.max(tat, now, resume)
-tat = slot + tonumber(ARGV[2])
+tat = slot + math.ceil(1000000 / (rate_at(now) * (1 - headroom)))
 store()
-return {slot, slot - now}
+return reply(slot, slot - now)
 """
 
 _Id = TypeVar("_Id", str, int)
@@ -102,16 +183,21 @@ class RedisRateLimiter:
     """Paces request starts across every process that shares ``name``, through Redis.
 
     Guarantee, for all workers using the same Redis and ``name`` together: consecutive
-    permits are at least ``1 / (qps * (1 - headroom))`` seconds apart on the Redis server's
-    clock, with no burst at start-up or after a pause. So any one-second window holds at
-    most ``qps`` starts (``ceil(qps)`` for a fractional qps), and the ``headroom`` share of
-    each second absorbs the jitter between Redis and the workers, as in
-    :class:`~keyapi_async.limiting.LocalRateLimiter`. Every worker sharing a name must use
-    the same ``qps``.
+    permits are at least ``1 / (r * (1 - headroom))`` seconds apart on the Redis server's
+    clock, where ``r <= qps`` is the shared pacing rate, with no burst at start-up or
+    after a pause. So any one-second window holds at most ``qps`` starts (``ceil(qps)``
+    for a fractional qps), and the ``headroom`` share of each second absorbs the jitter
+    between Redis and the workers, as in :class:`~keyapi_async.limiting.LocalRateLimiter`.
+
+    The rate adapts as in ``LocalRateLimiter``, shared: a 429 seen by any worker
+    (:meth:`on_throttle`) lowers the rate of all of them, once per congestion event, and
+    the recovery is shared too; ``qps="auto"`` discovers the key's limit for all workers
+    together. Every worker sharing a name must use the same ``qps`` and ``max_qps``.
+    A learned rate is kept in Redis for an hour after the last use.
 
     Each :meth:`acquire` reserves the next slot with one atomic script call and sleeps
     once until it; on waking it asks Redis once more, so a pause set meanwhile by
-    :meth:`penalize` (a 429 seen by any worker) holds back slots reserved before it.
+    :meth:`penalize` (Retry-After) or a decrease holds back slots reserved before it.
 
     If Redis cannot be reached (``timeout`` seconds per attempt, plus redis-py's few quick
     reconnects), :meth:`acquire` raises :class:`RateLimiterUnavailableError` (fatal): a
@@ -124,9 +210,12 @@ class RedisRateLimiter:
     Args:
         redis_url: ``redis://[user:password@]host:port/db``, ``rediss://`` or ``unix://``.
         name: The shared budget's name: use one per API key.
-        qps: Request starts per second, across all workers together.
+        qps: Request starts per second across all workers together, or ``"auto"``.
+        max_qps: The ceiling of ``qps="auto"``.
         headroom: Fraction of the budget left unused to absorb jitter (default 2 %).
         timeout: Seconds to connect to and wait for Redis before giving up.
+        control: An :class:`~keyapi_async.adaptive.AdaptiveRate` whose parameters to
+            use (only its parameters: the state lives in Redis).
     """
 
     def __init__(
@@ -134,12 +223,17 @@ class RedisRateLimiter:
         redis_url: str,
         *,
         name: str,
-        qps: float,
+        qps: QpsSetting,
+        max_qps: float | None = None,
         headroom: float = DEFAULT_HEADROOM,
         timeout: float = DEFAULT_REDIS_TIMEOUT,
+        control: AdaptiveRate | None = None,
     ) -> None:
-        if not (isinstance(qps, (int, float)) and math.isfinite(qps) and qps > 0):
-            raise ConfigurationError(f"qps must be a positive number, got {qps!r}")
+        try:
+            ceiling, start = check_qps(qps, max_qps)
+            params = control or AdaptiveRate(ceiling, start=start)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         if not (isinstance(headroom, (int, float)) and 0 <= headroom < 1):
             raise ConfigurationError(f"headroom must be in [0, 1), got {headroom!r}")
         if not isinstance(name, str) or not name:
@@ -154,12 +248,20 @@ class RedisRateLimiter:
             raise ConfigurationError(
                 "RedisRateLimiter needs the redis package: pip install 'keyapi-async[redis]'"
             ) from None
-        self._qps = float(qps)
+        self.auto = qps == "auto"
+        self._max_qps = params.ceiling
+        self._rate = params.start or params.ceiling  # the shared rate, as last seen
+        self._learned: float | None = None
         self.name = name
         self.key = KEY_PREFIX + name
-        #: Seconds between permits; rounded up to whole microseconds, never faster.
-        self.interval_us = math.ceil(1_000_000 / (self._qps * (1.0 - headroom)))
+        #: Seconds between permits at the ceiling; rounded up to whole microseconds.
+        self.interval_us = math.ceil(1_000_000 / (params.ceiling * (1.0 - headroom)))
         self.interval = self.interval_us / 1_000_000
+        self._params = (
+            repr(params.ceiling), repr(params.floor), repr(params.start or 0.0),
+            repr(float(headroom)), repr(params.beta), repr(params.scale),
+            repr(params.doubling), str(int(STATE_RETENTION * 1_000_000)),
+        )
         self._errors = _redis_error_types()
         try:
             # Connects lazily, on the first command. A blip is retried a few times within
@@ -182,16 +284,28 @@ class RedisRateLimiter:
 
     @property
     def qps(self) -> float:
-        """The configured budget in request starts per second, across all workers."""
-        return self._qps
+        """The shared pacing rate as of this process's last Redis call."""
+        return self._rate
 
-    async def _call(self, *args: int | str) -> tuple[int, int]:
+    @property
+    def max_qps(self) -> float:
+        """The ceiling: the configured qps, or ``max_qps`` for ``"auto"``."""
+        return self._max_qps
+
+    @property
+    def learned_qps(self) -> float | None:
+        """The shared rate at the last 429 of any worker, as last seen, if any."""
+        return self._learned
+
+    async def _call(self, mode: str, *args: int | float) -> tuple[int, int]:
         try:
-            reply: Any = await self._script(keys=[self.key], args=args)
+            reply: Any = await self._script(keys=[self.key], args=(mode, *self._params, *args))
         except self._errors as exc:
             raise RateLimiterUnavailableError(
                 f"shared rate limiter {self.name!r} unavailable: {type(exc).__name__}: {exc}"
             ) from exc
+        self._rate = float(reply[2])
+        self._learned = float(reply[3]) if reply[3] else None
         return int(reply[0]), int(reply[1])
 
     async def reserve(self) -> tuple[int, int]:
@@ -200,26 +314,40 @@ class RedisRateLimiter:
         The building block of :meth:`acquire`, public for tests and diagnostics; the slot
         is taken whether or not the caller then uses it.
         """
-        return await self._call("reserve", self.interval_us)
+        return await self._call("reserve")
 
-    async def confirm(self, slot: int) -> tuple[int, int]:
-        """Check a reserved ``slot`` on waking: ``(slot, 0)`` if no pause covers it (go);
-        else a fresh reservation after the pause, as :meth:`reserve` returns."""
-        return await self._call("confirm", self.interval_us, slot)
+    async def confirm(self, slot: int, reserved_at: int | None = None) -> tuple[int, int]:
+        """Check a reserved ``slot`` on waking: ``(slot, 0)`` if no pause covers it and
+        the rate was not cut after ``reserved_at`` (go); else a fresh reservation, as
+        :meth:`reserve` returns."""
+        return await self._call("confirm", slot, slot if reserved_at is None else reserved_at)
 
     async def acquire(self) -> None:
-        """Reserve the next shared slot and sleep until it, honouring any shared pause."""
+        """Reserve the next shared slot and sleep until it, honouring pauses and cuts."""
         async with self._lock:
             slot, delay = await self.reserve()
             while delay > 0:
+                reserved_at = slot - delay
                 await asyncio.sleep(delay / 1_000_000)
-                # One more call, not a poll: it returns at once unless a pause was set while
-                # we slept, in which case it reserves a slot after the pause.
-                slot, delay = await self.confirm(slot)
+                # One more call, not a poll: it returns at once unless a pause or a cut
+                # came while we slept, in which case it reserves a slot after it.
+                slot, delay = await self.confirm(slot, reserved_at)
 
     async def penalize(self, seconds: float) -> None:
         """Start nothing, in any worker, for ``seconds`` from now; longer pauses win."""
         await self._call("pause", max(0, math.ceil(seconds * 1_000_000)))
+
+    async def on_throttle(self, started_at: float) -> None:
+        """A request started at ``started_at`` (this loop's clock) got a 429: lower the
+        shared rate, unless it started before the last decrease of any worker."""
+        age = asyncio.get_running_loop().time() - started_at
+        await self._call("throttle", max(0, math.ceil(age * 1_000_000)))
+
+    async def seed(self, learned_qps: float) -> bool:
+        """Start a shared ``"auto"`` rate from a limit learned before, unless the workers
+        have learned one already; returns whether it took effect."""
+        applied, _ = await self._call("seed", float(learned_qps))
+        return bool(applied)
 
     async def aclose(self) -> None:
         """Release the Redis connections. The limiter cannot be used afterwards."""
@@ -238,9 +366,10 @@ class RedisRateLimiter:
 
     def __repr__(self) -> str:
         # No URL: it may carry the Redis password.
+        mode = "auto" if self.auto else f"{self._max_qps:g}"
         return (
-            f"RedisRateLimiter(name={self.name!r}, qps={self._qps:g}, "
-            f"interval={self.interval:.4f}s)"
+            f"RedisRateLimiter(name={self.name!r}, qps={mode}, rate={self._rate:.4g}, "
+            f"max_qps={self._max_qps:g})"
         )
 
 

@@ -4,10 +4,11 @@ python-backoff drives the loop. Its wait generator receives each exception, so o
 generator gives both behaviours: exponential backoff with full jitter, or, when the server
 sent ``Retry-After``, exactly that wait (jitter would only make us early or late).
 
-Retried: 429, 5xx (a proxy's HTML page included), connection errors, timeouts and malformed
-bodies, i.e. errors whose ``retryable`` is true. Never retried: 400, 401, 402, or a 429 whose
-Retry-After exceeds ``max_retry_after``. ``asyncio.CancelledError`` is a BaseException and
-passes straight through.
+Retried: 429 with Retry-After, 5xx (a proxy's HTML page included), connection errors,
+timeouts and malformed bodies, i.e. errors whose ``retryable`` is true. Never retried: 400,
+401, 402, or a 429 whose Retry-After exceeds ``max_retry_after``. A 429 without Retry-After
+never gets here: the client treats it as a congestion signal (see ``client._congested``).
+``asyncio.CancelledError`` is a BaseException and passes straight through.
 """
 
 from __future__ import annotations

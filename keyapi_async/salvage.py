@@ -35,6 +35,7 @@ import msgspec
 
 from .models import (
     FINISHERS,
+    LINEAGE_FIELDS,
     ProductCategory,
     RankedVideo,
     VideoDetail,
@@ -366,7 +367,11 @@ class RecordSalvager(Generic[S]):
         self.id_required = id_required
         self.decoder = msgspec.json.Decoder(cls, strict=False)
         self.finish = FINISHERS.get(cls, _nothing_to_finish)
-        self.fields = {f.name: _field(cls, f) for f in msgspec.structs.fields(cls)}
+        # Lineage fields are the crawl's, never read from the wire.
+        self.fields = {
+            f.name: _field(cls, f) for f in msgspec.structs.fields(cls)
+            if f.name not in LINEAGE_FIELDS
+        }
 
     def read(
         self, raws: Sequence[msgspec.Raw], repairs: RepairLog, request_id: str | None
@@ -446,6 +451,8 @@ class RecordSalvager(Generic[S]):
                 )
             fixed[name] = result
             repairs.note(f"{self.name}.{name}", _describe(item, result), request_id)
+        if "video_id" not in fixed:
+            return RecordFailure(position, None, f"record {position} has no video_id")
         try:
             record = msgspec.convert(fixed, self.cls, strict=False)
             self.finish([record])
@@ -476,12 +483,12 @@ def _describe(raw: object, result: object) -> str:
 #: One salvager per record type, built once.
 SALVAGERS: dict[type[msgspec.Struct], RecordSalvager[Any]] = {
     VideoDetail: RecordSalvager(VideoDetail, id_required=True),
-    RankedVideo: RecordSalvager(RankedVideo, id_required=False),
+    RankedVideo: RecordSalvager(RankedVideo, id_required=True),
 }
 
 
 def failed_ids(
-    asked: Iterable[str], found: set[str | None], failures: Sequence[RecordFailure]
+    asked: Iterable[str], found: set[str], failures: Sequence[RecordFailure]
 ) -> dict[str, str]:
     """The asked ids a detail answer failed, with reasons (the rest are found or missing).
 

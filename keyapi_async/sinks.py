@@ -10,6 +10,10 @@ loss or kernel crash, not against kill -9, which cannot drop what the kernel hol
 every ``fsync_interval`` seconds (default 1 s; 0 for every batch, None never) and on
 close. Measured on the development VM: a 5 KB append costs ~15 us, an fsync ~200 us.
 
+Snapshots: an output path may hold ``{date}``, replaced when the sink is made by the UTC
+day (ISO, ``2026-11-21``) or the ``date`` given, so a daily crawl writes one partition a
+day, each with its own state and resume (see :func:`expand_date`).
+
 Parquet files get their footer only when closed, so a killed writer leaves an unreadable
 file. :class:`ParquetSink` therefore writes a directory of closed part files, and journals
 the records of the part being filled to a JSONL file beside it; a resumed run turns a
@@ -18,21 +22,25 @@ leftover journal into a part. A kill -9 thus loses no more than with the other s
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import importlib
 import io
 import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 import msgspec.inspect as mi
 
-from .models import RankedVideo, VideoDetail
+from .errors import OutputError, OutputLockedError, OutputWriteError
+from .filelock import FileLock, LockHeld
+from .models import LINEAGE_FIELDS, RankedVideo, VideoDetail
 
 __all__ = [
     "CsvSink",
@@ -41,6 +49,8 @@ __all__ = [
     "MissingExtraError",
     "ParquetSink",
     "Sink",
+    "expand_date",
+    "output_write_error",
 ]
 
 _CHUNK = 1 << 24  # bytes read at a time when scanning an existing output
@@ -48,7 +58,26 @@ _CHUNK = 1 << 24  # bytes read at a time when scanning an existing output
 
 @runtime_checkable
 class Sink(Protocol):
-    """Anything a crawl can write records to."""
+    """Anything a crawl can write records to: async ``write(records)`` and ``close()``.
+
+    Two optional methods, looked up with ``getattr`` and never required, let a sink of your
+    own (a database table, say) do what the built-in file sinks do with the files beside
+    their output:
+
+    ``async def write_missing(self, ids: Sequence[str]) -> None``
+        The ids of one batch that the API does not know, called once per batch (at most
+        10 ids a call, so nothing accumulates), after that batch's records were written.
+        A details crawl's missing ids reach the sink only this way; ``report.missing`` is
+        just their count.
+    ``def resume_ids(self) -> AsyncIterator[str]``
+        The ids a resumed details crawl (``resume=True``) must skip: those stored, and
+        those recorded missing. Called once, before the first request; the ids are kept
+        in a compact set (about 9 bytes an id). Not called with ``resume=False``.
+
+    An ``OSError`` raised by ``write`` or ``write_missing`` (a full disk, say) stops the
+    crawl like a full disk stops a file sink: :class:`~keyapi_async.OutputWriteError`
+    with the partial report.
+    """
 
     async def write(self, records: Sequence[Any]) -> None:
         """Store one batch of records (msgspec Structs)."""
@@ -68,19 +97,55 @@ class _IdOnly(msgspec.Struct):
 _ID_LINES = msgspec.json.Decoder(_IdOnly)
 
 
+#: The placeholder of an output path replaced by a day (see :func:`expand_date`).
+DATE_FIELD = "{date}"
+
+
+def expand_date(path: str | os.PathLike[str], day: date | str | None = None) -> Path:
+    """``path`` with every ``{date}`` replaced by ``day`` (a ``datetime.date`` or an ISO
+    ``YYYY-MM-DD`` string), by default today's UTC date: ``videos/{date}.parquet`` ->
+    ``videos/2026-11-21.parquet``. A path without ``{date}`` comes back unchanged."""
+    text = os.fspath(path)
+    if DATE_FIELD not in text:
+        return Path(text)
+    if day is None:
+        day = datetime.now(timezone.utc).date()
+    elif isinstance(day, str):
+        try:
+            day = date.fromisoformat(day)
+        except ValueError:
+            raise ValueError(f"expected a day like 2026-11-21, got {day!r}") from None
+    if isinstance(day, datetime):
+        day = day.date()
+    return Path(text.replace(DATE_FIELD, day.isoformat()))
+
+
 class FileSink:
     """Base of the built-in sinks: one output path, durable batch appends, resume support.
 
-    A crawl calls :meth:`recover` (resume) or :meth:`discard` (start over) before the
-    first :meth:`write`.
+    ``{date}`` in ``path`` becomes ``date`` (default: today's UTC day): see
+    :func:`expand_date`. :attr:`path` is the expanded path.
+
+    A crawl calls :meth:`acquire` (check the path, lock it), then :meth:`recover` (resume)
+    or :meth:`discard` (start over) before the first :meth:`write`, and :meth:`release`
+    after :meth:`close`.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
-        self.path = Path(path)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync_interval: float | None = 1.0,
+        date: date | str | None = None,
+    ):
+        self.path = expand_date(path, date)
         self.fsync_interval = fsync_interval
         self.records_written = 0
         self._fd: int | None = None
         self._last_sync = 0.0
+        # Beside the real path: two spellings of one output (a symlink) share one lock.
+        real = Path(os.path.realpath(self.path))
+        self._lock = FileLock(real.with_name(real.name + ".lock"))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -91,6 +156,84 @@ class FileSink:
     def state_path(self) -> Path:
         """The crawl's state file for this output."""
         return self.path.with_name(self.path.name + ".state.json")
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file beside the output (present only while a crawl holds it, or left by a
+        killed one, which locks nothing)."""
+        return self._lock.path
+
+    @property
+    def locked(self) -> bool:
+        """Whether this sink holds its output's lock."""
+        return self._lock.held
+
+    def acquire(self, *, resume: bool = True) -> None:
+        """Check that the output can be written, then lock it (with its state files) until
+        :meth:`release`. Raises :class:`~keyapi_async.OutputError` (a missing or read-only
+        directory, a directory where a file belongs or the reverse, or, when resuming, a
+        non-empty output with no state file: not written by a crawl) and
+        :class:`~keyapi_async.OutputLockedError` (another crawl holds it). Idempotent."""
+        if self._lock.held:
+            return
+        self._check_kind()
+        parent = self.path.parent
+        if not parent.is_dir():
+            what = f"{parent} is not a directory" if parent.exists() else (
+                f"directory {parent} does not exist"
+            )
+            raise OutputError(f"cannot write {self.path}: {what}", path=str(self.path))
+        try:
+            self._lock.acquire()
+        except LockHeld:
+            raise OutputLockedError(
+                f"{self.path} is being written by another crawl (it holds {self.lock_path})",
+                path=str(self.path),
+            ) from None
+        except OSError as exc:
+            raise _unwritable(self.path, parent, exc) from None
+        try:
+            self._check_writable(parent)
+            self._check_owner(resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def release(self) -> None:
+        """Drop the output's lock (after :meth:`close`)."""
+        self._lock.release()
+
+    def _check_kind(self) -> None:
+        if self.path.is_dir():
+            raise OutputError(
+                f"{self.path} is a directory; name the output file (only Parquet output "
+                "is a directory)", path=str(self.path),
+            )
+
+    def _check_writable(self, parent: Path) -> None:
+        # The lock file may be a leftover of a killed run, so its creation proved nothing.
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise _unwritable(self.path, parent, None)
+        if self.path.is_file():
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+            except OSError as exc:
+                raise _unwritable(self.path, self.path, exc) from None
+
+    def _has_content(self) -> bool:
+        try:
+            return self.path.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
+    def _check_owner(self, resume: bool) -> None:
+        if resume and not self.state_path.exists() and self._has_content():
+            raise OutputError(
+                f"{self.path} exists but was not written by a keyapi-async crawl (there is "
+                f"no {self.state_path.name} beside it); move it away or choose another "
+                "output, or overwrite it with --no-resume (resume=False)",
+                path=str(self.path),
+            )
 
     def exists(self) -> bool:
         """Whether a previous run left output here."""
@@ -144,12 +287,68 @@ class FileSink:
         await self.close()
 
 
+def _unwritable(path: Path, where: Path, exc: OSError | None) -> OutputError:
+    reason = exc.strerror if exc is not None and exc.strerror else "permission denied"
+    return OutputError(
+        f"cannot write {path}: {where}: {reason}", path=str(path),
+        errno=None if exc is None else exc.errno,
+    )
+
+
+def output_write_error(target: object, exc: OSError) -> OutputWriteError:
+    """The typed error for a failed write of ``target`` (a path, or a custom sink).
+
+    On a full disk the message names the file system (its mount point) and its free
+    space, so the user knows which disk to clear.
+    """
+    reason = exc.strerror or str(exc)
+    message = f"cannot write {target}: {reason}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and isinstance(target, Path):
+        message += _space_note(target)
+    return OutputWriteError(message, path=str(target), errno=exc.errno)
+
+
+def _space_note(path: Path) -> str:
+    try:
+        mount = Path(os.path.abspath(path)).parent
+        while not os.path.ismount(mount):
+            mount = mount.parent
+        stat = os.statvfs(mount)
+    except (OSError, AttributeError):  # statvfs: not on Windows
+        return ""
+    free = stat.f_bavail * stat.f_frsize
+    return f" (the file system mounted at {mount} has {_size(free)} free)"
+
+
+def _size(n: int) -> str:
+    value, unit = float(n), "bytes"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{n:,} bytes" if unit == "bytes" else f"{value:,.1f} {unit}"
+
+
 def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written (a write may be partial)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    """Append ``data`` to ``fd`` (opened ``O_APPEND``) whole or not at all.
+
+    ``os.write`` until every byte is written (a write may be partial). If a later write
+    fails (a disk filling up writes what fits, then raises ENOSPC), the bytes already
+    written are cut off again, so a failed append leaves no torn record behind. The
+    common case, one complete write, costs no extra system call.
+    """
+    written = os.write(fd, data)
+    if written == len(data):
+        return
+    start = os.lseek(fd, 0, os.SEEK_CUR) - written
+    view = memoryview(data)[written:]
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        with contextlib.suppress(OSError):  # if it fails, the resume cuts the tail off
+            os.ftruncate(fd, start)
+        raise
 
 
 def _truncate_torn_lines(path: Path) -> int:
@@ -199,8 +398,14 @@ def _jsonl_ids(path: Path) -> Iterator[str | None]:
 class JsonlSink(FileSink):
     """One JSON object a line, encoded by msgspec (datetimes as RFC 3339 strings)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
-        super().__init__(path, fsync_interval=fsync_interval)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync_interval: float | None = 1.0,
+        date: date | str | None = None,
+    ):
+        super().__init__(path, fsync_interval=fsync_interval, date=date)
         self._encoder = msgspec.json.Encoder()
 
     def recover(self) -> Iterator[str | None]:
@@ -217,16 +422,31 @@ class JsonlSink(FileSink):
             self.records_written += len(records)
 
 
-def _columns(record_type: type) -> list[str]:
-    return [f.name for f in msgspec.structs.fields(record_type)]
+def _columns(record: Any) -> list[str]:
+    """The columns of a batch starting with ``record``: every field, but the lineage
+    fields only when the crawl set them (a crawl sets them on all records or none)."""
+    names = [f.name for f in msgspec.structs.fields(type(record))]
+    if not _has_lineage(record):
+        names = [n for n in names if n not in LINEAGE_FIELDS]
+    return names
+
+
+def _has_lineage(record: Any) -> bool:
+    return getattr(record, LINEAGE_FIELDS[0], msgspec.UNSET) is not msgspec.UNSET
 
 
 class CsvSink(FileSink):
     """Flat CSV with a header: one column per field; lists as JSON text, None empty,
     booleans ``true``/``false``, datetimes in ISO 8601."""
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync_interval: float | None = 1.0):
-        super().__init__(path, fsync_interval=fsync_interval)
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync_interval: float | None = 1.0,
+        date: date | str | None = None,
+    ):
+        super().__init__(path, fsync_interval=fsync_interval, date=date)
         self._encoder = msgspec.json.Encoder()
         self._header: list[str] | None = None
 
@@ -277,12 +497,13 @@ class CsvSink(FileSink):
         """Append the batch as CSV rows (with the header first in a new file), one write."""
         if not records:
             return
-        columns = _columns(type(records[0]))
+        columns = _columns(records[0])
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
+        header = None
         if self._header is None and (not self.path.exists() or self.path.stat().st_size == 0):
             writer.writerow(columns)
-            self._header = columns
+            header = columns
         elif self._header is not None and self._header != columns:
             raise ValueError(
                 f"{self.path} has other columns than {type(records[0]).__name__} records; "
@@ -290,8 +511,10 @@ class CsvSink(FileSink):
             )
         encode = self._encoder.encode
         for row in msgspec.to_builtins(records):
-            writer.writerow([_cell(row[name], encode) for name in columns])
+            writer.writerow([_cell(row.get(name), encode) for name in columns])
         self._append(out.getvalue().encode("utf-8"))
+        if header is not None:
+            self._header = header  # only now: a failed first append wrote no header
         self.records_written += len(records)
 
 
@@ -352,12 +575,16 @@ def _arrow_type(pa: Any, t: mi.Type) -> Any:
     raise TypeError(f"no Parquet type for {t!r}")
 
 
-def arrow_schema(record_type: type[msgspec.Struct]) -> Any:
-    """The pyarrow schema of a record type (fields in declaration order)."""
+def arrow_schema(record_type: type[msgspec.Struct], *, lineage: bool = True) -> Any:
+    """The pyarrow schema of a record type (fields in declaration order; without the
+    lineage fields when ``lineage`` is false)."""
     pa, _ = _require_pyarrow()
     info = mi.type_info(record_type)
     assert isinstance(info, mi.StructType)
-    return pa.schema([(f.name, _arrow_type(pa, f.type)) for f in info.fields])
+    return pa.schema([
+        (f.name, _arrow_type(pa, f.type)) for f in info.fields
+        if lineage or f.name not in LINEAGE_FIELDS
+    ])
 
 
 class ParquetSink(FileSink):
@@ -376,9 +603,10 @@ class ParquetSink(FileSink):
         *,
         rows_per_part: int = 10_000,
         fsync_interval: float | None = 1.0,
+        date: date | str | None = None,
     ):
         self._pa, self._pq = _require_pyarrow()
-        super().__init__(path, fsync_interval=fsync_interval)
+        super().__init__(path, fsync_interval=fsync_interval, date=date)
         if rows_per_part < 1:
             raise ValueError("rows_per_part must be >= 1")
         self.rows_per_part = rows_per_part
@@ -405,6 +633,38 @@ class ParquetSink(FileSink):
             if (m := _JOURNAL.fullmatch(p.name))
         ]
         return sorted(found)
+
+    def _check_kind(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(
+                f"{self.path} is a file, and Parquet output is a directory of part files; "
+                "choose a new name (or another --format)", path=str(self.path),
+            )
+
+    def _check_writable(self, parent: Path) -> None:
+        super()._check_writable(parent)
+        if self.path.is_dir() and not os.access(self.path, os.W_OK | os.X_OK):
+            raise _unwritable(self.path, self.path, None)
+
+    def _has_content(self) -> bool:
+        return self.path.is_dir() and any(self.path.iterdir())
+
+    def _check_owner(self, resume: bool) -> None:
+        super()._check_owner(resume)
+        if self.state_path.exists() or not self.path.is_dir():
+            return
+        # Starting over removes only part files and journals: refuse to mix parts into a
+        # directory holding anything else (another tool's files, perhaps its own parts).
+        ours = (_PART, _JOURNAL)
+        foreign = [
+            p.name for p in self.path.iterdir() if not any(r.fullmatch(p.name) for r in ours)
+        ]
+        if foreign or self._parts():
+            raise OutputError(
+                f"{self.path} holds files a keyapi-async crawl did not write (no "
+                f"{self.state_path.name} beside it), e.g. {(foreign or ['part files'])[0]}; "
+                "choose a new or empty directory", path=str(self.path),
+            )
 
     def _part_number(self) -> int:
         if self._next_part is None:
@@ -446,17 +706,22 @@ class ParquetSink(FileSink):
 
     def _write_part(self, number: int, records: Sequence[Any], record_type: type[Any]) -> None:
         rows = msgspec.to_builtins(records, builtin_types=(datetime,))
-        table = self._pa.Table.from_pylist(rows, schema=arrow_schema(record_type))
+        schema = arrow_schema(record_type, lineage=_has_lineage(records[0]))
+        table = self._pa.Table.from_pylist(rows, schema=schema)
         final = self.path / f"part-{number:06d}.parquet"
         temp = self.path / f"_part-{number:06d}.parquet.tmp"
-        self._pq.write_table(table, temp, row_group_size=len(records))
-        if self.fsync_interval is not None:
-            fd = os.open(temp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(temp, final)
+        try:
+            self._pq.write_table(table, temp, row_group_size=len(records))
+            if self.fsync_interval is not None:
+                fd = os.open(temp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # a disk filling up: no half part left behind
+            raise
 
     def _flush_part(self) -> None:
         if not self._buffer:
@@ -496,7 +761,10 @@ class ParquetSink(FileSink):
         self._buffer.extend(records)
         self.records_written += len(records)
         if len(self._buffer) >= self.rows_per_part:
-            self._flush_part()
+            # On a full disk the batch is still stored (journaled): the part is retried
+            # by the next write and by close(), which raise if the disk is still full.
+            with contextlib.suppress(OSError):
+                self._flush_part()
 
     async def close(self) -> None:
         """Write the last part and remove its journal."""

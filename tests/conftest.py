@@ -35,9 +35,11 @@ class _CompatResponse(ClientResponse):
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test sees the developer's own key or URL."""
+    """No test sees the developer's own key, URL or proxy."""
     monkeypatch.delenv("KEYAPI_API_KEY", raising=False)
     monkeypatch.delenv("KEYAPI_BASE_URL", raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -88,6 +88,10 @@ def test_key_and_url_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     [
         {"qps": 0},
         {"qps": -1},
+        {"qps": "fast"},
+        {"qps": 10, "max_qps": 20},  # max_qps is the ceiling of qps="auto" only
+        {"qps": "auto", "max_qps": 0},
+        {"rate_limit_patience": -1},
         {"max_concurrency": 0},
         {"max_retries": -1},
         {"timeout": 0},
@@ -356,8 +360,6 @@ async def test_errors_that_are_never_retried(
     [
         (500, envelope(None, 500, "Internal server error"), ka.ServerError),
         (200, envelope(None, 500, "Internal server error"), ka.ServerError),
-        (429, envelope(None, 429, "qps limit exceeded"), ka.RateLimitError),
-        (200, envelope(None, 429, "qps limit exceeded"), ka.RateLimitError),
         (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", ka.ServerError),
         (503, b"", ka.ServerError),
         (200, b'{"code":0,"message":"success","data":[{"video_id":"1","cre', ka.DecodeError),
@@ -405,6 +407,7 @@ class SpyLimiter:
     def __init__(self) -> None:
         self.acquired = 0
         self.penalties: list[float] = []
+        self.throttled: list[float] = []
 
     @property
     def qps(self) -> float:
@@ -415,6 +418,80 @@ class SpyLimiter:
 
     async def penalize(self, seconds: float) -> None:
         self.penalties.append(seconds)
+
+    async def on_throttle(self, started_at: float) -> None:
+        self.throttled.append(started_at)
+
+
+@pytest.mark.parametrize("status", [429, 200])  # HTTP 429, or a 429 code in an HTTP 200 body
+async def test_a_429_without_retry_after_is_a_congestion_signal_not_a_retry(
+    mock_api: aioresponses.aioresponses, status: int
+) -> None:
+    for _ in range(6):  # more 429s than max_retries allows retries
+        mock_api.get(DETAIL_URL, status=status, body=envelope(None, 429, "qps limit exceeded"))
+    mock_api.get(DETAIL_URL, callback=Echo())
+    spy = SpyLimiter()
+    async with make_client(rate_limiter=spy, max_retries=1) as client:
+        videos = await client.video_details(["7117191641181555995"])
+    assert [v.video_id for v in videos] == ["7117191641181555995"]
+    assert request_count(mock_api) == 7
+    assert spy.acquired == 7  # each try took a fresh permit
+    assert len(spy.throttled) == 6  # the limiter heard of each 429, with its start time
+    assert spy.throttled == sorted(spy.throttled)
+    assert spy.penalties == []  # nobody was paused: the rate adapts instead
+    assert (client.stats.retries, client.stats.rate_limited) == (0, 6)
+
+
+async def test_a_limiter_without_on_throttle_still_works(
+    mock_api: aioresponses.aioresponses,
+) -> None:
+    class Minimal:
+        qps = 1000.0
+
+        async def acquire(self) -> None:
+            pass
+
+        async def penalize(self, seconds: float) -> None:
+            pass
+
+    mock_api.get(DETAIL_URL, status=429, body=envelope(None, 429, "qps limit exceeded"))
+    mock_api.get(DETAIL_URL, callback=Echo())
+    async with make_client(rate_limiter=Minimal()) as client:
+        assert len(await client.video_details(["1"])) == 1
+    assert client.stats.rate_limited == 1
+
+
+async def test_429s_without_success_end_the_call_after_the_patience(
+    mock_api: aioresponses.aioresponses,
+) -> None:
+    mock_api.get(
+        DETAIL_URL, status=429, body=envelope(None, 429, "qps limit exceeded", "rid-7"),
+        repeat=True,
+    )
+    async with make_client(rate_limit_patience=0.2) as client:
+        with pytest.raises(ka.RateLimitError) as info:
+            await client.video_details(["1"])
+    error = info.value
+    assert error.fatal and not error.retryable
+    assert "rate_limit_patience=0.2" in str(error) and error.request_id == "rid-7"
+    assert error.status == 429 and error.retry_after is None
+    assert request_count(mock_api) >= 2  # it did keep trying, paced
+    assert client.stats.retries == 0
+    assert client.stats.learned_qps is not None and client.qps < 1000  # it slowed down
+
+
+async def test_a_success_resets_the_patience(mock_api: aioresponses.aioresponses) -> None:
+    limited = envelope(None, 429, "qps limit exceeded")
+    spy = SpyLimiter()
+    async with make_client(rate_limiter=spy, rate_limit_patience=0) as client:
+        # Patience 0: the first 429 after a success, or ever, gives up at once.
+        mock_api.get(DETAIL_URL, status=429, body=limited)
+        with pytest.raises(ka.RateLimitError):
+            await client.video_details(["1"])
+        # The streak is over once it gave up: the next call gets its full patience.
+        mock_api.get(DETAIL_URL, callback=Echo())
+        assert len(await client.video_details(["2"])) == 1
+    assert len(spy.throttled) == 1
 
 
 async def test_retry_after_is_honoured_exactly_and_slows_the_whole_client(
@@ -531,10 +608,14 @@ async def test_the_key_never_leaks(
 
 
 async def test_the_key_is_sent_as_a_bearer_token(mock_api: aioresponses.aioresponses) -> None:
-    # aioresponses replaces the session's request; check the session's default headers.
+    # aioresponses replaces the session's request; check the headers it was called with.
+    mock_api.get(DETAIL_URL, callback=Echo())
     async with make_client() as client:
-        session = client._transport._open()
-        assert session.headers["Authorization"] == f"Bearer {API_KEY}"
+        await client.video_details(["1"])
+        session = client._transport._session
+        assert session is not None and "Authorization" not in session.headers  # see Transport
+    (call,) = [c for calls in mock_api.requests.values() for c in calls]
+    assert call.kwargs["headers"]["Authorization"] == f"Bearer {API_KEY}"
 
 
 async def test_a_closed_client_refuses_work(mock_api: aioresponses.aioresponses) -> None:
@@ -572,3 +653,24 @@ async def test_the_retry_policy_count_applies_unless_max_retries_is_given(
         with pytest.raises(ka.ServerError):
             await c.video_details(["1"])
     assert request_count(mock_api) == 3
+
+
+def test_a_new_event_loop_keeps_the_adaptive_rate() -> None:
+    # Successive asyncio.run calls rebuild the default limiter for the new loop: its
+    # schedule is new, its mode, ceiling and learned rate are not.
+    client = make_client(qps="auto", max_qps=80)
+
+    async def throttle() -> None:
+        client._bind_loop()
+        await client._limiter.on_throttle(asyncio.get_running_loop().time())
+
+    async def rebind() -> None:
+        client._bind_loop()
+
+    asyncio.run(throttle())
+    learned, rate = client._limiter.learned_qps, client.qps
+    asyncio.run(rebind())
+    limiter = client._limiter
+    assert isinstance(limiter, ka.LocalRateLimiter) and limiter.auto and limiter.max_qps == 80
+    assert limiter.learned_qps == learned == 5 and client.qps >= rate
+    assert client._on_throttle == limiter.on_throttle

@@ -118,7 +118,7 @@ def test_control_characters_are_escaped_only_inside_strings() -> None:
             500,
         ),
         (502, b"<html>Bad Gateway</html>", ka.ServerError, 502),
-        (404, b"not found", ka.KeyAPIError, 404),
+        (404, b"not found", ka.EndpointNotFoundError, 404),
         (200, b"", ka.DecodeError, None),
         (200, b"[]", ka.DecodeError, None),
         (200, b'{"code":0,"data":"tall","requestId":"q"}', ka.MalformedAnswerError, None),

@@ -21,21 +21,45 @@ from keyapi_async.testing.server import DEFAULT_API_KEY, FakeKeyAPI
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the fake server's options to ``parser``."""
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 serves other hosts too)",
+    )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--qps", type=float, default=None, help="per-key limit (default none)")
-    parser.add_argument("--qps-mode", choices=QPS_MODES, default="sliding")
+    parser.add_argument(
+        "--qps-mode", choices=QPS_MODES, default="sliding",
+        help="how --qps is enforced: a sliding one-second window (default), fixed "
+        "one-second windows, a token bucket, or gcra (nginx limit_req; see --burst)",
+    )
     parser.add_argument(
         "--count-rejected", action="store_true", help="rejected requests count against the limit"
+    )
+    parser.add_argument(
+        "--burst", type=int, default=0,
+        help="--qps-mode gcra: requests accepted ahead of the rate (nginx limit_req burst)",
+    )
+    parser.add_argument(
+        "--arrival-jitter", type=float, default=0.0, metavar="SECONDS",
+        help="random delay, uniform in [0, SECONDS], before the limiter sees a request",
     )
     parser.add_argument(
         "--retry-after", type=float, default=None, help="Retry-After seconds on 429 answers"
     )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     parser.add_argument("--jitter", type=float, default=0.0, help="+/- seconds around latency")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--known-ratio", type=float, default=0.9)
-    parser.add_argument("--ranking-length", type=int, default=1000)
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of the generated data and faults: the same seed, the same answers",
+    )
+    parser.add_argument(
+        "--known-ratio", type=float, default=0.9,
+        help="share of video ids the server knows (default 0.9); the rest are missing",
+    )
+    parser.add_argument(
+        "--ranking-length", type=int, default=1000,
+        help="records in each ranking list (default 1000, i.e. 100 pages of 10)",
+    )
     parser.add_argument(
         "--api-key",
         action="extend",
@@ -81,9 +105,11 @@ def server_from_args(args: argparse.Namespace) -> FakeKeyAPI:
         qps=args.qps,
         qps_mode=args.qps_mode,
         count_rejected=args.count_rejected,
+        burst=args.burst,
         retry_after=args.retry_after,
         latency=args.latency,
         jitter=args.jitter,
+        arrival_jitter=args.arrival_jitter,
         seed=args.seed,
         known_ratio=args.known_ratio,
         ranking_length=args.ranking_length,

@@ -13,8 +13,8 @@ from typing import Literal, Protocol
 
 from keyapi_async.testing.stats import WINDOW_SECONDS
 
-QpsMode = Literal["sliding", "fixed", "token_bucket"]
-QPS_MODES: tuple[QpsMode, ...] = ("sliding", "fixed", "token_bucket")
+QpsMode = Literal["sliding", "fixed", "token_bucket", "gcra"]
+QPS_MODES: tuple[QpsMode, ...] = ("sliding", "fixed", "token_bucket", "gcra")
 
 
 class Limiter(Protocol):
@@ -96,12 +96,46 @@ class TokenBucketLimiter:
         return False
 
 
-def make_limiter(mode: QpsMode, qps: float, count_rejected: bool) -> Limiter:
+class GcraLimiter:
+    """nginx ``limit_req`` (with ``nodelay``): a leaky bucket in whole milliseconds.
+
+    The same arithmetic as ``ngx_http_limit_req_lookup``: times are truncated to whole
+    milliseconds, ``excess`` (in thousandths of a request) drains at ``rate`` per second
+    and each accepted request adds one; a request that would take ``excess`` above
+    ``burst`` is rejected and leaves no trace. With ``burst=0`` any arrival sooner than
+    ``1 / rate`` after the last accepted one is rejected: the strictest common gateway.
+    """
+
+    def __init__(self, rate: float, burst: int = 0) -> None:
+        self._rate = int(rate * 1000)  # requests per 1000 s, as nginx keeps it
+        self._burst = burst * 1000
+        self._excess = 0
+        self._last: int | None = None
+
+    def allow(self, now: float) -> bool:
+        """Accept if the bucket has room for one more request at ``now``."""
+        now_ms = int(now * 1000)
+        if self._last is None:
+            excess = 0
+        else:
+            elapsed = abs(now_ms - self._last)
+            excess = max(0, self._excess - self._rate * elapsed // 1000 + 1000)
+            if excess > self._burst:
+                return False
+        self._excess = excess
+        self._last = now_ms
+        return True
+
+
+def make_limiter(mode: QpsMode, qps: float, count_rejected: bool, burst: int = 0) -> Limiter:
     """Build a fresh limiter for one key.
 
     The window modes allow ``floor(qps)`` requests per second (at least one);
-    the token bucket uses ``qps`` exactly as its refill rate.
+    the token bucket uses ``qps`` exactly as its refill rate; ``gcra`` is nginx
+    ``limit_req`` at ``qps`` with ``burst`` (it never counts rejected requests).
     """
+    if mode == "gcra":
+        return GcraLimiter(qps, burst)
     if mode == "token_bucket":
         return TokenBucketLimiter(qps, count_rejected)
     capacity = max(1, math.floor(qps))

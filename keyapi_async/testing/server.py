@@ -112,9 +112,11 @@ class FakeKeyAPI:
         qps: float | None = None,
         qps_mode: QpsMode = "sliding",
         count_rejected: bool = False,
+        burst: int = 0,
         retry_after: float | None = None,
         latency: float = 0.0,
         jitter: float = 0.0,
+        arrival_jitter: float = 0.0,
         seed: int = 0,
         known_ratio: float = 0.9,
         ranking_length: int = 1000,
@@ -126,8 +128,10 @@ class FakeKeyAPI:
             raise ValueError(f"qps_mode must be one of {QPS_MODES}, got {qps_mode!r}")
         if qps is not None and qps <= 0:
             raise ValueError("qps must be positive (or None for no limit)")
-        if latency < 0 or jitter < 0:
-            raise ValueError("latency and jitter must not be negative")
+        if latency < 0 or jitter < 0 or arrival_jitter < 0:
+            raise ValueError("latency, jitter and arrival_jitter must not be negative")
+        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
+            raise ValueError(f"burst must be an int >= 0, got {burst!r}")
         if api_keys is None:
             api_keys = {DEFAULT_API_KEY: None}
         elif isinstance(api_keys, str):
@@ -139,14 +143,17 @@ class FakeKeyAPI:
         self.qps = qps
         self.qps_mode: QpsMode = qps_mode
         self.count_rejected = count_rejected
+        self.burst = burst
         self.retry_after = retry_after
         self.latency = latency
         self.jitter = jitter
+        self.arrival_jitter = arrival_jitter
         self.seed = seed
         self._host = host
         self._port = port
         self._data = SyntheticData(seed, known_ratio, ranking_length)
         self._latency_rng = random.Random(f"latency:{seed}")
+        self._arrival_rng = random.Random(f"arrival:{seed}")
         self._revoked: set[str] = set()
         self._revoked_by_fault: set[str] = set()
         self._limiters: dict[str, Limiter] = {}
@@ -313,6 +320,10 @@ class FakeKeyAPI:
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         assert self._loop is not None
+        if self.arrival_jitter:
+            # The network's (or a proxy's) delay before the limiter sees the request: what
+            # turns evenly paced starts into uneven arrivals.
+            await asyncio.sleep(self._arrival_rng.uniform(0.0, self.arrival_jitter))
         params: dict[str, str] = {}
         for name, value in request.query.items():
             params.setdefault(name, value)  # the first value wins on repeats
@@ -376,7 +387,7 @@ class FakeKeyAPI:
         if self.qps is not None:
             limiter = self._limiters.get(key)
             if limiter is None:
-                limiter = make_limiter(self.qps_mode, self.qps, self.count_rejected)
+                limiter = make_limiter(self.qps_mode, self.qps, self.count_rejected, self.burst)
                 self._limiters[key] = limiter
             if not limiter.allow(record.time):
                 answer = self._error(record, 429, _MESSAGES[429])

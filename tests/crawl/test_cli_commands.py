@@ -51,9 +51,11 @@ def test_ids_file_layouts(tmp_path: Path) -> None:
     headless.write_text("id,name\n12,a\n")
     with pytest.raises(Exception, match="video_id"):
         list(IdsFile(headless))
-    with IdsFile("-", stdin=io.StringIO("1\n2\n")) as piped:
-        spooled = piped.path
-        assert list(piped) == ["1", "2"] and spooled.exists()
+    with IdsFile("-", stdin=io.StringIO("1\n2\n1\n")) as piped:
+        assert check_ids_file(piped).unique == 2  # the one read of stdin, spooled
+        spooled = piped._spool
+        assert spooled is not None and spooled.exists()
+        assert list(piped) == ["1", "2", "1"] and list(piped) == ["1", "2", "1"]
     assert not spooled.exists()
 
 
@@ -155,3 +157,13 @@ def test_ranking_bad_date_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     args[2] = "2024-05-02"
     assert main(args) == 2
     assert "the 1st" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-lineage"]])
+def test_cli_lineage_flag(tmp_path: Path, flag: list[str]) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(FakeKeyAPI().make_ids(12, known=True)) + "\n")
+    out = tmp_path / "v.csv"
+    assert main(["videos", str(ids), "-o", str(out), "--mock", "--qps", "200", *flag]) == 0
+    header = out.read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert ("fetched_at" in header) is (not flag) and ("request_id" in header) is (not flag)

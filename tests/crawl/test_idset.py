@@ -56,6 +56,26 @@ def test_splits_keep_every_id_and_no_other(numbers: list[int], block_size: int) 
         assert (str(n - 1) in ids) is (n - 1 in numbers)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    chunks=st.lists(st.lists(_ids, max_size=60), max_size=6),
+    block_size=st.integers(1, 8),
+)
+def test_bulk_update_same_as_adding_one_by_one(
+    chunks: list[list[str]], block_size: int
+) -> None:
+    bulk = CompactIdSet(block_size=block_size)
+    model: set[str] = set()
+    for chunk in chunks:
+        assert bulk.update(chunk) == len(set(chunk) - model)  # how many were new
+        model.update(chunk)
+        assert len(bulk) == len(model)
+    assert all(vid in bulk for vid in model)
+    with pytest.raises(TypeError, match="strings"):
+        bulk.update(["1", 2])  # type: ignore[list-item]
+    assert "1" in bulk and len(bulk) == len(model | {"1"})  # counted up to the bad one
+
+
 def test_descending_ascending_and_interleaved_inserts_across_splits() -> None:
     ids = CompactIdSet(block_size=7)
     order = [*range(1000, 0, -3), *range(2, 1001, 3), *range(3, 1001, 3)]

@@ -29,6 +29,20 @@ def _by_id(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["video_id"]: r for r in records}
 
 
+def _unstamped(records: list[Any]) -> list[Any]:
+    """The records without their lineage (after checking every one has it)."""
+    assert all(isinstance(r.fetched_at, datetime) and r.request_id for r in records)
+    return [
+        msgspec.structs.replace(r, fetched_at=msgspec.UNSET, request_id=msgspec.UNSET)
+        for r in records
+    ]
+
+
+def _lineage_popped(rows: list[dict[str, Any]]) -> list[tuple[Any, Any]]:
+    """Remove the lineage columns from ``rows``; return them."""
+    return [(row.pop("fetched_at"), row.pop("request_id")) for row in rows]
+
+
 async def test_jsonl_roundtrip(server: FakeKeyAPI, make_client: Make, tmp_path: Path) -> None:
     ids = server.make_ids(120)
     out = tmp_path / "v.jsonl"
@@ -37,7 +51,7 @@ async def test_jsonl_roundtrip(server: FakeKeyAPI, make_client: Make, tmp_path: 
     stored = msgspec.json.Decoder(ka.VideoDetail).decode_lines(out.read_bytes())
     expected = await _expected(server, make_client, ids)
     assert report.fetched == len(expected) == len(stored)
-    assert sorted(stored, key=lambda v: v.video_id or "") == sorted(
+    assert sorted(_unstamped(stored), key=lambda v: v.video_id or "") == sorted(
         expected, key=lambda v: v.video_id or ""
     )
 
@@ -51,6 +65,8 @@ async def test_csv_roundtrip(server: FakeKeyAPI, make_client: Make, tmp_path: Pa
         rows = list(csv.DictReader(handle))
     expected = await _expected(server, make_client, ids)
     assert list(rows[0]) == [f.name for f in msgspec.structs.fields(ka.VideoDetail)]
+    lineage = _lineage_popped(rows)
+    assert all(datetime.fromisoformat(at).tzinfo and rid for at, rid in lineage)
     got = _by_id(rows)
     assert len(rows) == len(got) == len(expected)
     for record in msgspec.to_builtins(expected):
@@ -97,9 +113,12 @@ async def test_parquet_roundtrip(
     assert all(rows_per_part <= n < rows_per_part + 10 for n in sizes[:-1])
     assert len(parts) == 1 if rows_per_part > report.fetched else len(parts) > 3
     table = pq.read_table(out)
+    assert str(table.schema.field("fetched_at").type) == "timestamp[us, tz=UTC]"
     expected = await _expected(server, make_client, ids)
     want = _by_id(msgspec.to_builtins(expected, builtin_types=(datetime,)))
-    got = _by_id(table.to_pylist())
+    rows = table.to_pylist()
+    assert all(at is not None and rid for at, rid in _lineage_popped(rows))
+    got = _by_id(rows)
     assert got == want
 
 
@@ -112,6 +131,9 @@ async def test_parquet_ranking_nested_types(
         expected = await client.video_ranking(page_size=10, page_num=2, **RANKING)
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == 30
+    lineage = _lineage_popped(rows)
+    # One answer, one stamp: the ten records of page 2 share theirs, pages differ.
+    assert len(set(lineage[10:20])) == 1 and len(set(lineage)) == 3
     assert rows[10:20] == msgspec.to_builtins(expected, builtin_types=(datetime,))
 
 
@@ -189,3 +211,71 @@ def test_parquet_without_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch
 def test_custom_objects_satisfy_the_sink_protocol(tmp_path: Path) -> None:
     assert isinstance(ka.JsonlSink(tmp_path / "a"), ka.Sink)
     assert not isinstance(object(), ka.Sink)
+
+
+@pytest.mark.parametrize("sink_type", [ka.JsonlSink, ka.CsvSink, ka.ParquetSink])
+@pytest.mark.parametrize("lineage", [True, False])
+async def test_lineage_columns_present_or_absent(
+    server: FakeKeyAPI, make_client: Make, tmp_path: Path, sink_type: type[Any], lineage: bool
+) -> None:
+    ids = server.make_ids(30, known=True)
+    out = tmp_path / f"v.{sink_type.__name__}"
+    async with make_client(server) as client:
+        await ka.crawl_video_details(client, ids, sink_type(out), lineage=lineage)
+        requests = client.stats.requests
+    if sink_type is ka.JsonlSink:
+        rows = [msgspec.json.decode(line) for line in out.read_bytes().splitlines()]
+    elif sink_type is ka.CsvSink:
+        with out.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 30
+    present = [name in row for row in rows for name in ka.LINEAGE_FIELDS]
+    assert all(present) if lineage else not any(present)
+    if lineage:
+        # One request id and one time per answer of up to 10 records.
+        assert len({row["request_id"] for row in rows}) == requests == 3
+        assert len({str(row["fetched_at"]) for row in rows}) <= 3
+
+
+async def test_a_resume_cannot_switch_lineage(
+    server: FakeKeyAPI, make_client: Make, tmp_path: Path
+) -> None:
+    ids = server.make_ids(20, known=True)
+    out = tmp_path / "v.csv"
+    async with make_client(server) as client:
+        await ka.crawl_video_details(client, ids[:10], ka.CsvSink(out))
+        with pytest.raises(ka.InvalidParameterError, match="another crawl"):
+            await ka.crawl_video_details(client, ids, ka.CsvSink(out), lineage=False)
+        report = await ka.crawl_video_details(client, ids, ka.CsvSink(out))
+    assert (report.skipped_resumed, report.fetched) == (10, 10)
+
+
+async def test_lineage_of_records_served_by_the_cache(
+    server: FakeKeyAPI, tmp_path: Path
+) -> None:
+    ids = server.make_ids(20, known=True)
+    cache = ka.MemoryCache(ttl=3600)
+    async with ka.KeyAPIClient("test-key", base_url=server.url, qps=1000, cache=cache) as c:
+        await ka.crawl_video_details(c, ids, ka.JsonlSink(tmp_path / "a.jsonl"), use_cache=True)
+        requests = c.stats.requests
+        # From the cache: the lineage of the answers that filled it, not a new one.
+        await ka.crawl_video_details(c, ids, ka.JsonlSink(tmp_path / "b.jsonl"), use_cache=True)
+        # Without lineage, from the same (stamped) cache records: no columns at all.
+        await ka.crawl_video_details(
+            c, ids, ka.CsvSink(tmp_path / "c.csv"), use_cache=True, lineage=False
+        )
+        assert c.stats.requests == requests
+        [again] = await c.video_details(ids[:1])
+    first, second = (
+        sorted((r["video_id"], r["fetched_at"], r["request_id"]) for r in rows)
+        for rows in (
+            [msgspec.json.decode(line) for line in (tmp_path / n).read_bytes().splitlines()]
+            for n in ("a.jsonl", "b.jsonl")
+        )
+    )
+    assert first == second and all(rid for _, _, rid in first)
+    header = (tmp_path / "c.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert "fetched_at" not in header and "request_id" not in header
+    assert isinstance(again.fetched_at, datetime)  # the cache holds the crawl's records

@@ -22,6 +22,7 @@ from conftest import API_KEY
 
 import keyapi_async as ka
 from keyapi_async.redis_limiter import (
+    STATE_RETENTION,
     RateLimiterUnavailableError,
     RedisRateLimiter,
     budget_name,
@@ -177,7 +178,8 @@ async def test_the_key_expires_once_its_times_are_past(
     await limiter.reserve()
     ttl = await conn.pttl(limiter.key)
     assert 0 < ttl <= math.ceil(limiter.interval_us / 1000) + 2
-    assert set(await conn.hkeys(limiter.key)) == {b"tat", b"resume"}
+    assert set(await conn.hkeys(limiter.key)) == {b"tat", b"resume", b"phase", b"origin"}
+    assert await conn.hget(limiter.key, "phase") == b"steady"  # nothing learned to keep
     await limiter.penalize(5.0)
     ttl = await conn.pttl(limiter.key)
     assert 4_000 < ttl <= 5_000 + math.ceil(limiter.interval_us / 1000) + 2
@@ -197,6 +199,75 @@ async def test_times_survive_as_exact_integers(
     assert stored == str(slot + limiter.interval_us).encode()
 
 
+# -- the shared adaptive rate ------------------------------------------------------------
+
+
+async def test_a_429_seen_by_one_worker_lowers_the_rate_of_all(make_limiter: MakeLimiter) -> None:
+    name = f"shared-{uuid.uuid4().hex}"
+    one, other = make_limiter(50, name=name, headroom=0), make_limiter(50, name=name, headroom=0)
+    await one.acquire()
+    started = asyncio.get_running_loop().time()
+    await one.on_throttle(started)
+    assert 40 <= one.qps < 45 and one.learned_qps == pytest.approx(50)
+    first, _ = await other.reserve()
+    second, _ = await other.reserve()
+    # Shared: the other worker paces at the lowered rate too (recovering from 40 along
+    # the cubic curve, some 10 qps a second at first), not at 50.
+    assert 40 <= other.qps < 45 and other.learned_qps == pytest.approx(50)
+    assert second - first >= 1_000_000 / 45
+
+
+async def test_one_decrease_per_congestion_event_across_workers(
+    make_limiter: MakeLimiter,
+) -> None:
+    name = f"shared-{uuid.uuid4().hex}"
+    one, other = make_limiter(50, name=name), make_limiter(50, name=name)
+    loop = asyncio.get_running_loop()
+    # Both workers' requests started (50 ms ago) before the first 429 came back. (The
+    # comparison is on Redis' clock, converted through each request's age: exact to the
+    # jitter of one round trip to Redis.)
+    in_flight = loop.time() - 0.05
+    await one.on_throttle(in_flight)
+    await other.on_throttle(in_flight)  # the same event, seen by the other worker
+    assert 40 <= other.qps < 45
+    await other.on_throttle(loop.time())  # a request started after the decrease: new event
+    assert 32 <= other.qps < 36
+
+
+async def test_a_cut_holds_back_a_slot_reserved_before_it(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(10)
+    await limiter.reserve()
+    early, delay = await limiter.reserve()  # reserved, its worker asleep
+    await limiter.on_throttle(asyncio.get_running_loop().time())  # another worker's 429
+    slot, _ = await limiter.confirm(early, early - delay)
+    assert slot > early  # a fresh slot, paced at the lowered rate
+
+
+async def test_auto_is_shared_slow_start_then_seeded(make_limiter: MakeLimiter) -> None:
+    name = f"auto-{uuid.uuid4().hex}"
+    one = make_limiter("auto", name=name, max_qps=100)
+    assert one.qps == 5 and one.max_qps == 100
+    first, _ = await one.reserve()
+    second, _ = await one.reserve()
+    assert second - first == math.ceil(1_000_000 / (5 * 0.98))  # slow start: 5 a second
+    # A resumed crawl seeds the learned rate, once, for every worker.
+    other = make_limiter("auto", name=name, max_qps=100)
+    assert await other.seed(30.0)
+    assert not await one.seed(90.0)  # already learned: the first seed stands
+    await one.reserve()
+    assert 24 <= one.qps < 27 and one.learned_qps == 30
+
+
+async def test_a_learned_rate_is_kept_for_a_while(
+    make_limiter: MakeLimiter, conn: redis.asyncio.Redis
+) -> None:
+    limiter = make_limiter(10)
+    await limiter.on_throttle(asyncio.get_running_loop().time())
+    ttl = await conn.pttl(limiter.key)
+    assert ttl > (STATE_RETENTION - 5) * 1000
+    assert await conn.hget(limiter.key, "phase") == b"cubic"
+
+
 # -- configuration and failure ----------------------------------------------------------
 
 
@@ -210,6 +281,8 @@ async def test_times_survive_as_exact_integers(
         {"qps": 5, "headroom": 1},
         {"qps": 5, "name": ""},
         {"qps": 5, "timeout": 0},
+        {"qps": "fast"},
+        {"qps": 5, "max_qps": 10},
     ],
 )
 def test_bad_arguments_are_configuration_errors(kwargs: dict[str, object]) -> None:

@@ -430,7 +430,7 @@ async def test_ranking_crawl_holds_the_place_of_an_undecodable_item(
         reason = "undecodable record: record 6 is a JSON string, not an object"
         assert first.failed == {"rank 7": reason}
         lines = [json.loads(line) for line in out.read_text().splitlines()]
-        assert len(lines) == 20 and lines[6]["video_id"] is None  # rank 7 keeps its line
+        assert len(lines) == 20 and lines[6]["video_id"] == ""  # rank 7 keeps its line
         assert lines[7]["video_id"] == ids(10)[7]
         # Resume: pages 1 and 2 are done (paid), the crawl goes on at page 3.
         rest = await ka.crawl_video_ranking(client, ka.JsonlSink(out), **QUERY)
@@ -596,3 +596,42 @@ async def test_probe_figures_for_the_docs(tmp_path: Path) -> None:
           f"failed={len(report.failed)} missing={report.missing} "
           f"coerced={sum(client.stats.coerced_values.values())} "
           f"undecodable={client.stats.undecodable_records}")
+
+
+# -- a record without a video_id is not a record (video_id is typed str) ---------------
+
+
+@pytest.mark.parametrize("endpoint", ["detail", "ranking"])
+@pytest.mark.parametrize("how", ["absent", "null"])
+async def test_a_record_without_a_video_id_is_dropped_and_counted(
+    endpoint: str, how: str, tmp_path: Path
+) -> None:
+    wanted = ids(4)
+
+    def broken(record: dict[str, Any]) -> dict[str, Any]:
+        if how == "absent":
+            del record["video_id"]
+        else:
+            record["video_id"] = None
+        return record
+
+    api = TinyAPI(
+        detail=echo(lambda vid: broken(detail(vid)) if vid == wanted[1] else detail(vid)),
+        ranking=lambda params: answer(
+            [broken(ranked(v)) if v == wanted[1] else ranked(v) for v in wanted]
+        ),
+    )
+    async with client_for(api) as client:
+        if endpoint == "detail":
+            [batch] = await batches_of(client, wanted)
+            assert [v.video_id for v in batch.videos] == [wanted[0], *wanted[2:]]
+            # The record could be any id without one: that id is failed, not missing.
+            assert set(batch.failed) == {wanted[1]} and batch.missing == ()
+        else:
+            out = tmp_path / "r.jsonl"
+            report = await ka.crawl_video_ranking(client, ka.JsonlSink(out), **QUERY)
+            lines = [json.loads(line) for line in out.read_text().splitlines()]
+            # Line 2 keeps rank 2's place, with an empty video_id; the item is failed.
+            assert [r["video_id"] for r in lines] == [wanted[0], "", *wanted[2:]]
+            assert list(report.failed) == ["rank 2"] and report.fetched == 3
+        assert client.stats.undecodable_records == 1

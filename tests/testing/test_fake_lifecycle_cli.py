@@ -107,3 +107,21 @@ async def test_cli_rejects_bad_faults() -> None:
     )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and b"nope=1" in err
+
+
+def test_gateway_options_reach_the_server() -> None:
+    import argparse
+
+    from keyapi_async.testing.cli import add_arguments, server_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--qps", "50", "--qps-mode", "gcra", "--burst", "5", "--arrival-jitter", "0.003"]
+    )
+    server = server_from_args(args)
+    assert (server.qps, server.qps_mode, server.burst, server.arrival_jitter) == (
+        50, "gcra", 5, 0.003,
+    )
+    with pytest.raises(ValueError, match="burst"):
+        server_from_args(parser.parse_args(["--burst", "-1"]))

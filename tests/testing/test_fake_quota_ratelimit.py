@@ -1,8 +1,9 @@
-"""Credit quotas (402) and the three per-key QPS modes (429)."""
+"""Credit quotas (402) and the four per-key QPS modes (429)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 
 import aiohttp
@@ -11,6 +12,7 @@ import pytest
 from keyapi_async.testing import FakeKeyAPI, Faults
 from keyapi_async.testing.ratelimit import (
     FixedWindowLimiter,
+    GcraLimiter,
     SlidingWindowLimiter,
     TokenBucketLimiter,
 )
@@ -169,8 +171,50 @@ def test_token_bucket_refills() -> None:
     assert not draining.allow(0.8)
 
 
+def test_gcra_without_burst_needs_one_over_rate_since_the_last_accepted() -> None:
+    limiter = GcraLimiter(50, burst=0)  # nginx: rate=50r/s, one per 20 ms
+    assert limiter.allow(10.000)
+    assert not limiter.allow(10.019)  # 19 ms: too soon
+    assert not limiter.allow(10.0199)  # whole milliseconds: still 19
+    assert limiter.allow(10.020)  # 20 ms after the last *accepted* one
+    # Rejected requests leave no trace: after 10.020, 10.030 is refused, 10.040 is not.
+    assert [limiter.allow(t) for t in (10.030, 10.039, 10.040)] == [False, False, True]
+    # A long idle spell earns no burst: still one per 20 ms afterwards.
+    assert [limiter.allow(t) for t in (20.0, 20.001, 20.019, 20.020)] == [
+        True, False, False, True,
+    ]
+
+
+def test_gcra_truncates_times_to_milliseconds_as_nginx_does() -> None:
+    limiter = GcraLimiter(50)
+    assert limiter.allow(1.0009)  # counted as 1000 ms
+    assert limiter.allow(1.0200)  # 19.1 ms later, but 20 whole milliseconds: accepted
+    assert not limiter.allow(1.0399)  # 19.9 ms later, 19 whole ones: refused
+
+
+def test_gcra_burst_admits_that_many_ahead_of_the_rate() -> None:
+    limiter = GcraLimiter(10, burst=3)  # one per 100 ms, up to 3 ahead
+    assert [limiter.allow(5.0) for _ in range(5)] == [True, True, True, True, False]
+    assert not limiter.allow(5.099)  # the bucket is full: 3 excess
+    assert limiter.allow(5.100)  # one has drained
+    assert [limiter.allow(6.0) for _ in range(5)] == [True, True, True, True, False]
+
+
+async def test_gcra_mode_with_arrival_jitter(get: Get) -> None:
+    async with FakeKeyAPI(qps=20, qps_mode="gcra", arrival_jitter=0.004) as server:
+        replies = await burst(get, server, 10)
+        accepted = [r.time for r in server.requests if r.status == 200]
+    assert [r.status for r in replies].count(200) == len(accepted) >= 1
+    # Accepted arrivals are 50 ms apart at least (in whole milliseconds, hence the 1 ms).
+    assert all(b - a > 0.05 - 0.001 for a, b in itertools.pairwise(accepted))
+
+
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError):
         FakeKeyAPI(qps=0)
+    with pytest.raises(ValueError, match="burst"):
+        FakeKeyAPI(qps=1, qps_mode="gcra", burst=-1)
+    with pytest.raises(ValueError, match="arrival_jitter"):
+        FakeKeyAPI(arrival_jitter=-0.1)
     with pytest.raises(ValueError):
         FakeKeyAPI(qps=1, qps_mode="leaky")  # type: ignore[arg-type]
