@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from keyapi_async.decoding import Envelope
 from keyapi_async.models import UNKNOWN, ProductCategory
@@ -59,7 +60,7 @@ def _normalize(record: Any, int_fields: tuple[str, ...]) -> None:
 
 
 class _Video(msgspec.Struct, gc=False):
-    video_id: str | None = None
+    video_id: str
     user_id: str | None = None
     unique_id: str | None = None
     video_desc: str | None = None
@@ -91,6 +92,8 @@ class VideoDetail(_Video, gc=False):
     total_digg_1d_cnt: int | None = None
     total_digg_7d_cnt: int | None = None
     total_digg_30d_cnt: int | None = None
+    fetched_at: datetime | UnsetType = UNSET
+    request_id: str | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         _normalize(self, _DETAIL_INT_FIELDS)
@@ -104,6 +107,8 @@ class RankedVideo(_Video, gc=False):
     category: str | None = None
     product_category_list: str | list[ProductCategory] | None = None
     video_products: str | list[str | int] | None = None
+    fetched_at: datetime | UnsetType = UNSET
+    request_id: str | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         _normalize(self, _RANKING_INT_FIELDS)

@@ -342,31 +342,30 @@ def _rows(records: list[Any]) -> list[Any]:
     return list(chain.from_iterable(map(msgspec.structs.astuple, records)))
 
 
-def _set_none_where(records: list[Any], column: list[Any], value: object, name: str) -> None:
-    hits = compress(records, map(eq, column, repeat(value)))
-    _consume(map(setattr, hits, repeat(name), repeat(None)))
-
-
-def _unknowns_to_none(records: list[Any], columns: list[tuple[list[Any], str]]) -> None:
-    """``-99999`` in the given integer columns -> None (a C-level scan per column)."""
-    for column, name in columns:
+def _to_clear(records: list[Any], rows: list[Any], layout: _Layout) -> list[tuple[str, list[Any]]]:
+    """(field, records) pairs to set to None: ``-99999`` in an integer field, ``""`` in
+    ``region``. One C-level scan per column; the records are picked only in a column
+    that holds the value."""
+    width = layout.width
+    found: list[tuple[str, list[Any]]] = []
+    for at, name in layout.ints:
+        column = rows[at::width]
         if UNKNOWN in column:
-            _set_none_where(records, column, UNKNOWN, name)
-
-
-def _empty_region_to_none(records: list[Any], regions: list[Any]) -> None:
+            found.append((name, list(compress(records, map(eq, column, repeat(UNKNOWN))))))
+    regions = rows[layout.at["region"] :: width]
     if "" in regions:
-        _set_none_where(records, regions, "", "region")
+        found.append(("region", list(compress(records, map(eq, regions, repeat(""))))))
+    return found
+
+
+def _clear(found: list[tuple[str, list[Any]]]) -> None:
+    for name, records in found:
+        _consume(map(setattr, records, repeat(name), repeat(None)))
 
 
 def finish_details(records: list[VideoDetail]) -> None:
     """Finish a decoded detail page in place: ``-99999`` and empty ``region`` -> None."""
-    rows, width = _rows(records), _DETAIL.width
-    ints = [(rows[at::width], name) for at, name in _DETAIL.ints]
-    regions = rows[_DETAIL.at["region"] :: width]
-    del rows  # a large young list: the garbage collector would walk it again and again
-    _unknowns_to_none(records, ints)
-    _empty_region_to_none(records, regions)
+    _clear(_to_clear(records, _rows(records), _DETAIL))
 
 
 def finish_ranking(records: list[RankedVideo]) -> None:
@@ -378,19 +377,19 @@ def finish_ranking(records: list[RankedVideo]) -> None:
     is harmless: a finished record is left as it is.
     """
     rows, width = _rows(records), _RANKING.width
-    ints = [(rows[at::width], name) for at, name in _RANKING.ints]
-    regions = rows[_RANKING.at["region"] :: width]
     categories = rows[_RANKING.at["product_category_list"] :: width]
     products = rows[_RANKING.at["video_products"] :: width]
-    del rows  # see finish_details
+    found = _to_clear(records, rows, _RANKING)
+    # Dropped before the nested decodes allocate: a large young list would be walked by
+    # every garbage collection they trigger.
+    del rows
     category_lists = _category_lists(categories)
     product_ids: list[Any] | None = _split_product_ids(products)
     if product_ids is None:
         product_ids = list(map(finish_product_ids, products))
     _consume(map(setattr, records, repeat("product_category_list"), category_lists))
     _consume(map(setattr, records, repeat("video_products"), product_ids))
-    _unknowns_to_none(records, ints)
-    _empty_region_to_none(records, regions)
+    _clear(found)
 
 
 #: The page pass of each record type, for the decoders.
