@@ -200,13 +200,18 @@ class _CallScope:
 class _Request:
     """Bookkeeping of one logical request across its attempts."""
 
-    __slots__ = ("attempts", "on_send", "on_wire", "rate_limited", "replay", "scope", "waiting")
+    __slots__ = (
+        "answered", "attempts", "on_send", "on_wire", "rate_limited", "replay", "scope", "waiting",
+    )
 
     def __init__(self, scope: _CallScope) -> None:
         self.scope = scope
         self.attempts = 0
         self.rate_limited = 0
         self.on_wire = False
+        #: A paid answer came back and decoded: what follows (storing it in a cache, say)
+        #: must not be cancelled, or the answer would be lost and paid for again.
+        self.answered = False
         #: Inside an attempt, before the wire: waiting for a slot, a credit or a permit.
         self.waiting = False
         #: Called when the request stops waiting (it went on the wire, or the attempt ended).
@@ -217,9 +222,10 @@ class _Request:
 
 def _halt(requests: dict[asyncio.Task[T], _Request]) -> None:
     """Cancel the tasks whose request is not on the wire: they wait for a slot, a permit or a
-    retry, and must not start. Requests on the wire finish: their answers are paid for."""
+    retry, and must not start. Requests on the wire, or answered and being stored, finish:
+    their answers are paid for."""
     for task, request in requests.items():
-        if not request.on_wire and not task.done():
+        if not (request.on_wire or request.answered) and not task.done():
             task.cancel()
 
 
@@ -455,7 +461,10 @@ class KeyAPIClient:
         """Whether a shared request every caller left may be cancelled: yes, unless it is
         on the wire and a cache will keep its answer (paid for either way)."""
         request = self._coalesced.get(task)
-        return self._cache is None or request is None or not request.on_wire
+        return (
+            self._cache is None or request is None
+            or not (request.on_wire or request.answered)
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -665,6 +674,7 @@ class KeyAPIClient:
                         raise  # the retry loop waits exactly that long
                     throttled = exc
                 else:
+                    request.answered = True
                     self._patience.success()
                     self.stats.undecodable_records += len(decoded.failed)
                     if decoded.request_id is not None:  # server text: one line, bounded

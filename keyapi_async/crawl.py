@@ -560,6 +560,8 @@ async def crawl_video_details(
 
     stopper = _Stopper(stop, stop_grace, stop_feed)
     in_batches = 0
+    handed_counted = False
+    storing: DetailBatch | None = None  # the batch being handed to the sink
     fatal: KeyAPIError | None = None
     status = "running"
     try:
@@ -579,17 +581,20 @@ async def crawl_video_details(
                     fatal = exc  # 401/402, raised after the in-flight batches were yielded
                     break
                 in_batches += len(batch.ids)
+                storing = batch
                 try:
                     await _store_batch(batch, report, outputs, lineage)
                 except OutputWriteError as exc:
                     fatal = exc  # a full disk: stop now, in-flight requests are cancelled
                     break
+                storing = None
                 counters.update(report)
                 report.elapsed = time.monotonic() - started
                 if on_progress is not None:
                     on_progress(report)
         # Ids handed to the client but never seen back (cancelled in flight).
         report.not_attempted += feed.handed - in_batches
+        handed_counted = True
         if fatal is not None or feed.error is not None or stopper.stopping:
             feed.stopped = True
             await feed.drain()
@@ -604,14 +609,16 @@ async def crawl_video_details(
             status = "interrupted"
         else:
             status = "complete" if report.ok else "failed"
-    except Exception:
-        status = "aborted"  # a custom sink's own error, say
-        raise
     except BaseException as exc:
-        if status == "running":  # cancelled (a second Ctrl-C): stopped, not aborted
-            status = "interrupted"
-            report.aborted = report.aborted or "interrupted"
-            report.not_attempted += feed.handed - in_batches
+        if status == "running":
+            # A custom sink's own error (aborted), or a cancellation such as a second Ctrl-C
+            # (interrupted): either way the ids handed out and not seen back are accounted.
+            status, report.aborted = _ended_by(exc, report.aborted)
+            if not handed_counted:
+                report.not_attempted += feed.handed - in_batches
+            if storing is not None:  # its answer came, the sink did not take it
+                for vid in storing.ids:
+                    report.failed.setdefault(vid, f"not stored: {report.aborted}")
         exc.report = report  # type: ignore[attr-defined]
         raise
     finally:
@@ -712,6 +719,15 @@ def _with_placeholders(page: RankingPage, page_size: int, report: CrawlReport) -
     return records
 
 
+def _ended_by(exc: BaseException, aborted: str | None) -> tuple[str, str]:
+    """The state status and ``report.aborted`` for a crawl ended by an unexpected exception:
+    an error (a custom sink's own, say) aborts it; a cancellation interrupts it. Only the
+    exception's type is recorded: its text is not ours to put in a state file."""
+    if isinstance(exc, Exception):
+        return "aborted", aborted or f"aborted by {type(exc).__name__}"
+    return "interrupted", aborted or "interrupted"
+
+
 def _failed(report: CrawlReport, ids: Iterable[str], exc: KeyAPIError) -> None:
     reason = f"not stored: {_reason(exc)}"
     for vid in ids:
@@ -793,7 +809,9 @@ async def crawl_video_ranking(
                 created_by_ai=query.created_by_ai, stop=stop, use_cache=use_cache,
             )
             async with aclosing(pages):
-                while not stopper.stopping:
+                # Not `while not stopping`: after a stop, the pages already on the wire are
+                # paid for; they come in (within the grace) and are stored, then the list ends.
+                while True:
                     try:
                         page = await stopper.next(pages)
                     except (StopAsyncIteration, TimeoutError):
@@ -836,13 +854,9 @@ async def crawl_video_ranking(
             status = "interrupted"
         else:
             status = "complete" if complete else "partial"
-    except Exception:
-        status = "aborted"  # a custom sink's own error, say
-        raise
     except BaseException as exc:
-        if status == "running":  # cancelled (a second Ctrl-C): stopped, not aborted
-            status = "interrupted"
-            report.aborted = report.aborted or "interrupted"
+        if status == "running":
+            status, report.aborted = _ended_by(exc, report.aborted)
             report.complete = complete
         exc.report = report  # type: ignore[attr-defined]
         raise

@@ -147,20 +147,26 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def check_api_key(key: str | None) -> Secret:
-    """The key, stripped, as a Secret; refused (without showing it) unless printable ASCII:
-    a CR, LF or NUL would break the Authorization header at the first request."""
+    """The key, stripped, as a Secret; refused (without showing it) unless printable ASCII
+    other than ``"`` and ``\\``: a CR, LF or NUL would break the Authorization header at the
+    first request, and a quote or backslash would be escaped in a JSON echo of the key, a
+    form the redaction of server text could miss."""
     if not key or not key.strip():
         raise ConfigurationError(
             "no API key: pass api_key= or set the KEYAPI_API_KEY environment variable"
         )
     key = key.strip()
     for position, char in enumerate(key, 1):
-        if not "!" <= char <= "~":
-            what = repr(char) if not char.isprintable() else "a space or non-ASCII character"
+        if not "!" <= char <= "~" or char in '"\\':
+            what = (
+                repr(char) if not char.isprintable() or char in '"\\'
+                else "a space or non-ASCII character"
+            )
             # Only the offending character is named: it cannot be part of a real key.
             raise ConfigurationError(
                 f"invalid API key: character {position} is {what}; a key is printable ASCII "
-                "without spaces (a stray newline from a file or a paste?)"
+                "without spaces, quotes or backslashes (a stray newline from a file or a "
+                "paste, or quotes copied with it?)"
             )
     return Secret(key)
 
@@ -177,10 +183,11 @@ def _is_loopback(host: str) -> bool:
 def _without_userinfo(url: str) -> str:
     """``url`` with any ``user:password@`` replaced by ``***@``, for messages."""
     scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        netloc = "***@" + netloc.rpartition("@")[2]
-    return f"{scheme}{sep}{netloc}{slash}{path}"
+    if "@" in rest:
+        # The last "@" ends the userinfo even when an unencoded "/" sits in the password
+        # (over-masking a path holding "@" is harmless in a message).
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}"
 
 
 def check_base_url(base_url: str) -> str:
