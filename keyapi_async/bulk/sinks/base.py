@@ -38,9 +38,9 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 import msgspec.inspect as mi
 
-from .errors import OutputError, OutputLockedError, OutputWriteError
-from .filelock import FileLock, LockHeld
-from .models import LINEAGE_FIELDS, RankedVideo, VideoDetail
+from ...pipeline.errors import OutputError, OutputLockedError, OutputWriteError
+from ...pipeline.models import LINEAGE_FIELDS, RankedVideo, VideoDetail
+from ..filelock import FileLock, LockHeld
 
 __all__ = [
     "CsvSink",

@@ -41,19 +41,25 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .client import DetailBatch, KeyAPIClient, RankingPage
-from .crawlstate import CrawlState, MissingLog, load_state, save_state
-from .errors import (
+from ..client.client import DetailBatch, KeyAPIClient, RankingPage
+from ..pipeline.errors import (
     InvalidParameterError,
     KeyAPIError,
     OutputError,
     OutputLockedError,
     OutputWriteError,
 )
+from ..pipeline.models import RankedVideo
+from ..pipeline.validation import (
+    MAX_PAGE_SIZE,
+    check_max_pages,
+    check_page,
+    ranking_query,
+    video_id,
+)
 from .idset import CompactIdSet
-from .models import RankedVideo
-from .sinks import FileSink, Sink, output_write_error
-from .validation import MAX_PAGE_SIZE, check_max_pages, check_page, ranking_query, video_id
+from .sinks.base import FileSink, Sink, output_write_error
+from .state import CrawlState, MissingLog, load_state, save_state
 
 __all__ = ["CrawlReport", "ProgressCallback", "crawl_video_details", "crawl_video_ranking"]
 

@@ -39,25 +39,11 @@ from typing import Any, Final, Literal, TypeVar
 import msgspec
 from backoff.types import Details
 
-from ._logs import setup_logging
-from .adaptive import Patience
-from .batching import MAX_IDS_PER_REQUEST, IdSource, id_batches, list_batches, unique_ids
-from .budget import Credit, CreditBudget, charge_of
-from .caching import DETAILS, RANKING_PAGES, RAW_ANSWERS, Cache, CacheKind, query_key
-from .coalescing import DEFAULT_WINDOW, Coalescer, Fetched
-from .concurrency import InFlightLimit
-from .decoding import (
-    DETAIL_DECODER,
-    RANKING_DECODER,
-    Decoded,
-    Envelope,
-    RawResponse,
-    RepairLog,
-    decode_raw,
-    decode_response,
-)
-from .errors import ConfigurationError, InvalidParameterError, KeyAPIError, RateLimitError
-from .events import (
+from .._logs import setup_logging
+from ..app.budget import Credit, CreditBudget, charge_of
+from ..app.caching import DETAILS, RANKING_PAGES, RAW_ANSWERS, Cache, CacheKind, query_key
+from ..app.coalescing import DEFAULT_WINDOW, Coalescer, Fetched
+from ..app.events import (
     AttemptFinished,
     AttemptStarted,
     CacheHit,
@@ -69,14 +55,28 @@ from .events import (
     make_emitter,
     url_without_credentials,
 )
-from .fanout import TaskWindow
-from .limiting import LocalRateLimiter, RateLimiter
-from .models import RankedVideo, VideoDetail
-from .reachability import Reachability
-from .redaction import Redactor, clean_text
-from .retrying import RetryPolicy
-from .salvage import failed_ids
-from .transport import (
+from ..limiting.adaptive import Patience
+from ..limiting.local import LocalRateLimiter, RateLimiter
+from ..pipeline.batching import MAX_IDS_PER_REQUEST, IdSource, id_batches, list_batches, unique_ids
+from ..pipeline.concurrency import InFlightLimit
+from ..pipeline.decoding import (
+    DETAIL_DECODER,
+    RANKING_DECODER,
+    Decoded,
+    Envelope,
+    RawResponse,
+    RepairLog,
+    decode_raw,
+    decode_response,
+)
+from ..pipeline.errors import ConfigurationError, InvalidParameterError, KeyAPIError, RateLimitError
+from ..pipeline.fanout import TaskWindow
+from ..pipeline.models import RankedVideo, VideoDetail
+from ..pipeline.reachability import Reachability
+from ..pipeline.redaction import Redactor, clean_text
+from ..pipeline.retrying import RetryPolicy
+from ..pipeline.salvage import failed_ids
+from ..pipeline.transport import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HttpResponse,
     Transport,
@@ -85,7 +85,7 @@ from .transport import (
     closed_error,
     resolve_proxy,
 )
-from .validation import (
+from ..pipeline.validation import (
     MAX_PAGE_NUM,
     RankingQuery,
     api_path,
@@ -94,7 +94,7 @@ from .validation import (
     query_params,
     ranking_query,
 )
-from .validation import video_id as _video_id
+from ..pipeline.validation import video_id as _video_id
 
 __all__ = [
     "DEFAULT_BASE_URL",

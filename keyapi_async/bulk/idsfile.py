@@ -35,9 +35,9 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InvalidParameterError
+from ..pipeline.errors import InvalidParameterError
+from ..pipeline.validation import video_id
 from .idset import CompactIdSet
-from .validation import video_id
 
 __all__ = ["IdProblem", "IdsCheck", "IdsFile", "ScanProgressCallback", "check_ids_file"]
 

@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from ._version import __version__
-from .errors import ConfigurationError
+from .._version import __version__
+from ..pipeline.errors import ConfigurationError
 from .events import AttemptFinished, CacheHit, Event, PacingChanged, RateLimited
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
+from ..pipeline.errors import ConfigurationError
 from .caching import DEFAULT_TTL, CacheKind, check_ttl
-from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     import redis.asyncio
