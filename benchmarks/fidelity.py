@@ -26,7 +26,7 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 
 import keyapi_async as ka
-from keyapi_async.client.client import DETAIL_PATH
+from keyapi_async.client.details import DETAIL_PATH
 from keyapi_async.pipeline.decoding import DETAIL_DECODER
 from keyapi_async.testing.data import SyntheticData
 

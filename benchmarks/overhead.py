@@ -22,7 +22,7 @@ import aiohttp
 import httpx
 
 import keyapi_async as ka
-from keyapi_async.client.client import DETAIL_PATH
+from keyapi_async.client.details import DETAIL_PATH
 from keyapi_async.pipeline.decoding import DETAIL_DECODER
 from keyapi_async.testing.data import SyntheticData
 

@@ -29,6 +29,7 @@ from .app.redis_cache import RedisCache
 from .bulk.backfill import RangeReport, crawl_ranking_range, ranking_dates
 from .bulk.crawl import CrawlReport, crawl_video_details, crawl_video_ranking
 from .bulk.sinks.base import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink, expand_date
+from .client.attempts import ClientStats
 from .client.client import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -36,11 +37,10 @@ from .client.client import (
     DEFAULT_QPS,
     DEFAULT_RATE_LIMIT_PATIENCE,
     DEFAULT_TIMEOUT,
-    ClientStats,
-    DetailBatch,
     KeyAPIClient,
-    RankingPage,
 )
+from .client.details import DetailBatch
+from .client.ranking import RankingPage
 from .limiting.adaptive import AdaptiveRate
 from .limiting.local import LocalRateLimiter, RateLimiter
 from .pipeline.decoding import RawResponse
