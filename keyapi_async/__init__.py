@@ -27,7 +27,9 @@ from .app.events import (
 from .app.otel import OpenTelemetryHook
 from .app.redis_cache import RedisCache
 from .bulk.backfill import RangeReport, crawl_ranking_range, ranking_dates
-from .bulk.crawl import CrawlReport, crawl_video_details, crawl_video_ranking
+from .bulk.detail_crawl import crawl_video_details
+from .bulk.ranking_crawl import crawl_video_ranking
+from .bulk.report import CrawlReport
 from .bulk.sinks.base import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink, expand_date
 from .client.attempts import ClientStats
 from .client.client import (

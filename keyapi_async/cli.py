@@ -32,11 +32,13 @@ import msgspec
 
 from ._version import __version__
 from .bulk.backfill import RangeReport, crawl_ranking_range
-from .bulk.crawl import CrawlReport, crawl_video_details, crawl_video_ranking
+from .bulk.detail_crawl import crawl_video_details
 from .bulk.estimating import estimate_details, estimate_ranking
 from .bulk.idsfile import IdsFile, check_ids_file, format_problems
 from .bulk.outputs import FORMATS, describe_output, is_database, open_output
 from .bulk.progress import ScanProgress, make_progress, summary_table
+from .bulk.ranking_crawl import crawl_video_ranking
+from .bulk.report import CrawlReport
 from .bulk.sinks.base import FileSink, MissingExtraError, Sink
 from .bulk.state import MissingLog, load_state
 from .client.client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient

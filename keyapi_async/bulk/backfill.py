@@ -23,8 +23,10 @@ from ..client.client import KeyAPIClient
 from ..pipeline.errors import InvalidParameterError, KeyAPIError
 from ..pipeline.models import RankedVideo, RankType
 from ..pipeline.validation import _date, _enum, ranking_query
-from .crawl import DEFAULT_STOP_GRACE, CrawlReport, crawl_video_ranking
 from .outputs import is_database, open_output
+from .ranking_crawl import crawl_video_ranking
+from .report import CrawlReport
+from .run import DEFAULT_STOP_GRACE
 from .sinks.base import DATE_FIELD, Sink
 
 __all__ = ["RangeReport", "crawl_ranking_range", "ranking_dates"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +51,8 @@ from ..pipeline.decoding import (
     decode_raw,
     decode_response,
 )
-from ..pipeline.errors import KeyAPIError, RateLimitError
+from ..pipeline.errors import InvalidParameterError, KeyAPIError, RateLimitError
+from ..pipeline.fanout import TaskWindow
 from ..pipeline.redaction import clean_text
 from ..pipeline.retrying import RetryPolicy
 from ..pipeline.transport import HttpResponse, Transport, closed_error
@@ -71,18 +73,78 @@ class Aborted(Exception):
 
 
 class CallScope:
-    """State shared by the requests of one call: what halts it (a fatal error, a stop)."""
+    """State shared by the requests of one call: what halts it (a fatal error, a stop),
+    and the grace a stop leaves to the requests already on the wire.
 
-    __slots__ = ("fatal", "stop")
+    A consumer of a window of requests (the fan-outs) lets the scope :meth:`watch` the
+    window, so that a stop, and the end of its grace, wake it; it calls :meth:`halt` while
+    the call is halted, and :meth:`close` when the call ends.
+    """
 
-    def __init__(self, stop: asyncio.Event | None = None) -> None:
+    __slots__ = ("_timer", "expired", "fatal", "grace", "stop")
+
+    def __init__(self, stop: asyncio.Event | None = None, grace: float | None = None) -> None:
         self.fatal: KeyAPIError | None = None
         self.stop = stop
+        #: seconds requests on the wire get after the stop; None: as long as they take
+        self.grace = grace
+        #: the grace is over: requests still on the wire are cancelled
+        self.expired = False
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def halted(self) -> bool:
         """No new request may start."""
         return self.fatal is not None or (self.stop is not None and self.stop.is_set())
+
+    def watch(self, window: TaskWindow[Any]) -> None:
+        """Wake ``window``'s consumer when the stop is set: a task of the window ends then
+        (the consumer skips tasks that are not its requests)."""
+        if self.stop is not None and not self.stop.is_set():
+            window.spawn(self.stop.wait())
+
+    def halt(self, requests: dict[asyncio.Task[T], Request], window: TaskWindow[Any]) -> None:
+        """Give up the requests that are not on the wire (:func:`halt`). After a stop with
+        a grace, start the grace (once); when it is over, cancel the requests still on the
+        wire too: the server may have answered and charged them, the client counts them in
+        ``stats.cancelled_on_wire``."""
+        if self.expired:
+            for task in requests:
+                task.cancel()
+            return
+        halt(requests)
+        if (
+            self._timer is None and self.grace is not None
+            and self.stop is not None and self.stop.is_set()
+        ):
+            self._timer = asyncio.get_running_loop().call_later(
+                self.grace, self._expire, window
+            )
+
+    def _expire(self, window: TaskWindow[Any]) -> None:
+        self.expired = True
+        window.spawn(_wake())  # the consumer may be waiting for a request on the wire
+
+    def close(self) -> None:
+        """The call ended: the grace timer, if any, is not needed any more."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+async def _wake() -> None:
+    """A task that ends at once: it wakes a window's consumer."""
+
+
+def check_grace(grace: object) -> float | None:
+    """A stop's grace: None, or seconds >= 0."""
+    if grace is None:
+        return None
+    if (
+        isinstance(grace, bool) or not isinstance(grace, (int, float))
+        or not (math.isfinite(grace) and grace >= 0)
+    ):
+        raise InvalidParameterError(f"stop_grace must be seconds >= 0 or None, got {grace!r}")
+    return float(grace)
 
 
 class Request:

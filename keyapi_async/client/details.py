@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -26,7 +26,15 @@ from ..pipeline.models import VideoDetail
 from ..pipeline.salvage import failed_ids
 from ..pipeline.transport import closed_error
 from ..pipeline.validation import video_id as _video_id
-from .attempts import Aborted, AttemptPipeline, CallScope, Decode, Request, halt, warn_skipped
+from .attempts import (
+    Aborted,
+    AttemptPipeline,
+    CallScope,
+    Decode,
+    Request,
+    check_grace,
+    warn_skipped,
+)
 
 __all__ = ["DETAIL_PATH", "DetailBatch", "DetailCalls"]
 
@@ -116,7 +124,7 @@ class DetailCalls(AttemptPipeline):
 
     def iter_detail_batches(
         self, ids: IdSource, *, dedupe: bool = True, stop: asyncio.Event | None = None,
-        use_cache: bool = False,
+        stop_grace: float | None = None, use_cache: bool = False,
     ) -> AsyncGenerator[DetailBatch, None]:
         """Yield one :class:`DetailBatch` per request, as requests complete.
 
@@ -124,16 +132,26 @@ class DetailCalls(AttemptPipeline):
         retries is yielded with its ``error`` and the call goes on. A 401 or 402 halts the
         call: no new request starts, batches on the wire finish and are yielded, the others
         are yielded with ``sent=False``, then the error is raised. Setting ``stop`` halts
-        the call the same way and ends the iteration normally (no more ids are pulled).
+        the call the same way and ends the iteration normally (no more ids are pulled);
+        with ``stop_grace`` seconds, the requests still on the wire that long after the
+        stop are cancelled and yielded with ``sent=False`` too (the server may have
+        answered and charged them: counted in ``stats.cancelled_on_wire``).
+
+        Ids from an async iterable are pulled while requests run: a batch that completes
+        is yielded at once, even while the source is still producing the next ids.
 
         The cache is bypassed unless ``use_cache`` (and the client has one): then ids it
         holds come back first in batches with ``attempts == 0`` (no request, no credit),
         the others are packed 10 a request, and every answer is stored in it.
         """
+        grace = check_grace(stop_grace)
         batches = id_batches(ids, dedupe=dedupe)
         if use_cache and self._cache is not None:
-            return self._fan_out(self._from_cache(batches, self._cache), stop, store=True)
-        return self._fan_out(batches, stop)
+            source = self._from_cache(batches, self._cache)
+            return self._fan_out(source, stop, store=True, grace=grace, pull_ahead=True)
+        return self._fan_out(
+            batches, stop, grace=grace, pull_ahead=isinstance(ids, AsyncIterable)
+        )
 
     async def _from_cache(
         self, batches: AsyncGenerator[list[str], None], cache: Cache
@@ -165,43 +183,80 @@ class DetailCalls(AttemptPipeline):
 
     async def _fan_out(
         self, batches: AsyncGenerator[_Batch, None], stop: asyncio.Event | None,
-        store: bool = False,
+        store: bool = False, *, grace: float | None = None, pull_ahead: bool = False,
     ) -> AsyncGenerator[DetailBatch, None]:
         """Run one request per batch of valid ids, at most the in-flight cap at a time
-        (a batch already answered, from the cache, passes through)."""
+        (a batch already answered, from the cache, passes through).
+
+        ``pull_ahead``, for a source that may wait (an async iterable, a cache): the next
+        batch is pulled by a task of the window, so batches that complete meanwhile are
+        yielded without waiting for the source. A source that never waits (ids in a list)
+        is read inline: a task per batch would cost more than it could save."""
         self._bind_loop()
-        scope = CallScope(stop)
-        window: TaskWindow[DetailBatch] = TaskWindow()
-        requests: dict[asyncio.Task[DetailBatch], tuple[list[str], Request]] = {}
+        scope = CallScope(stop, grace)
+        # Requests, plus the pull of the next batch and the tasks that wake the loop on a
+        # stop (see CallScope.watch): every wait of the loop is one next_done().
+        window: TaskWindow[Any] = TaskWindow()
+        requests: dict[asyncio.Task[Any], tuple[list[str], Request]] = {}
+        pull: asyncio.Task[_Batch | None] | None = None
         async with aclosing(batches), window:
-            exhausted = False
-            while True:
-                if scope.halted:
-                    halt({task: request for task, (_, request) in requests.items()})
-                while not exhausted and not scope.halted and len(window) < self._inflight.limit:
-                    try:
-                        batch = await anext(batches)
-                    except StopAsyncIteration:
-                        exhausted = True
+            scope.watch(window)
+            try:
+                exhausted = False
+                while True:
+                    if scope.halted:
+                        scope.halt({task: entry[1] for task, entry in requests.items()}, window)
+                        if scope.expired and pull is not None:
+                            pull.cancel()  # the source waited past the grace: it ends
+                    while (
+                        not exhausted and pull is None and not scope.halted
+                        and len(requests) < self._inflight.limit
+                    ):
+                        if pull_ahead:
+                            pull = window.spawn(_pull(batches))
+                            break
+                        try:
+                            batch = await anext(batches)
+                        except StopAsyncIteration:
+                            exhausted = True
+                            break
+                        self._spawn_batch(batch, window, requests, scope, store)
+                    if not requests and pull is None:
+                        break
+                    task = await window.next_done()
+                    if task is pull:
+                        pull = None
+                        pulled = None if task.cancelled() else task.result()
+                        if pulled is None:
+                            exhausted = True
+                        else:
+                            self._spawn_batch(pulled, window, requests, scope, store)
                         continue
-                    request = Request(scope)
-                    if isinstance(batch, DetailBatch):
-                        request.on_wire = True  # answered already: never given up
-                        task = window.spawn(_ready(batch))
-                        batch = list(batch.ids)
+                    entry = requests.pop(task, None)
+                    if entry is None:  # a stop, or the end of its grace, woke the loop
+                        continue
+                    ids, request = entry
+                    if task.cancelled():  # halted while waiting (or on the wire, past grace)
+                        yield DetailBatch(tuple(ids), sent=False, attempts=request.attempts)
                     else:
-                        task = window.spawn(self._detail_batch(batch, request, store))
-                    requests[task] = (batch, request)
-                if not len(window):
-                    break
-                task = await window.next_done()
-                batch, request = requests.pop(task)
-                if task.cancelled():  # halted while waiting for a slot, a permit or a retry
-                    yield DetailBatch(tuple(batch), sent=False, attempts=request.attempts)
-                else:
-                    yield task.result()
+                        yield task.result()
+            finally:
+                scope.close()
         if scope.fatal is not None:
             raise scope.fatal
+
+    def _spawn_batch(
+        self, batch: _Batch, window: TaskWindow[Any],
+        requests: dict[asyncio.Task[Any], tuple[list[str], Request]], scope: CallScope,
+        store: bool,
+    ) -> None:
+        """Start the request of one batch in the fan-out's window."""
+        request = Request(scope)
+        if isinstance(batch, DetailBatch):
+            request.on_wire = True  # answered already: never given up
+            requests[window.spawn(_ready(batch))] = (list(batch.ids), request)
+        else:
+            requests[window.spawn(self._detail_batch(batch, request, store))] = (batch, request)
 
     async def _videos(
         self, batches: AsyncGenerator[list[str], None], store: bool = False
@@ -318,3 +373,8 @@ def _requests(ids: int) -> int:
 async def _ready(batch: DetailBatch) -> DetailBatch:
     """A batch answered already (from the cache), as a task of the fan-out's window."""
     return batch
+
+
+async def _pull(batches: AsyncGenerator[_Batch, None]) -> _Batch | None:
+    """The source's next batch (None at its end), as a task of the fan-out's window."""
+    return await anext(batches, None)

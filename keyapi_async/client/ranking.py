@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ..app.caching import RANKING_PAGES, query_key
 from ..pipeline.fanout import TaskWindow
@@ -26,7 +26,15 @@ from ..pipeline.validation import (
     check_page,
     ranking_query,
 )
-from .attempts import Aborted, AttemptPipeline, CallScope, Decode, Request, halt, warn_skipped
+from .attempts import (
+    Aborted,
+    AttemptPipeline,
+    CallScope,
+    Decode,
+    Request,
+    check_grace,
+    warn_skipped,
+)
 
 __all__ = ["RANKING_PATH", "RankingCalls", "RankingPage"]
 
@@ -122,6 +130,7 @@ class RankingCalls(AttemptPipeline):
         product_category_id: str | int | None = None,
         created_by_ai: bool | None = None,
         stop: asyncio.Event | None = None,
+        stop_grace: float | None = None,
         use_cache: bool = False,
     ) -> AsyncGenerator[RankingPage, None]:
         """Yield the pages of a ranking list in order, fetched concurrently.
@@ -132,9 +141,11 @@ class RankingCalls(AttemptPipeline):
         cap): a short list costs few speculative requests, a long one soon runs at full
         speed. No page is fetched twice; ``max_pages`` is exact.
         Setting ``stop`` ends the list early: pages on the wire finish and are yielded in
-        order, up to the first page that was given up. The cache is bypassed unless
-        ``use_cache``: then fresh pages come from it (``attempts == 0``, no credit) and the
-        others are stored in it.
+        order, up to the first page that was given up; with ``stop_grace`` seconds, pages
+        still on the wire that long after the stop are given up too (the server may have
+        answered and charged them: counted in ``stats.cancelled_on_wire``). The cache is
+        bypassed unless ``use_cache``: then fresh pages come from it (``attempts == 0``, no
+        credit) and the others are stored in it.
         """
         query = ranking_query(
             date=date, region=region, video_rank_field=video_rank_field, rank_type=rank_type,
@@ -142,52 +153,62 @@ class RankingCalls(AttemptPipeline):
         )
         start_page, page_size = check_page(start_page, page_size)
         max_pages = check_max_pages(max_pages)
+        grace = check_grace(stop_grace)
         self._bind_loop()
         last = MAX_PAGE_NUM if max_pages is None else min(MAX_PAGE_NUM, start_page + max_pages - 1)
 
-        scope = CallScope(stop)
-        window: TaskWindow[RankingPage] = TaskWindow()
-        requests: dict[asyncio.Task[RankingPage], tuple[int, Request]] = {}
+        scope = CallScope(stop, grace)
+        # Pages, plus the tasks that wake the loop on a stop (see CallScope.watch).
+        window: TaskWindow[Any] = TaskWindow()
+        requests: dict[asyncio.Task[Any], tuple[int, Request]] = {}
         ready: dict[int, RankingPage] = {}
         next_page = expected = start_page
         ahead = 1  # slow start: pages allowed in flight, one more per full page
         async with window:
-            while expected <= last:
-                if scope.halted:
-                    # Stop: pages on the wire finish, the rest are given up; nothing new.
-                    halt({task: request for task, (_, request) in requests.items()})
-                    last = min(last, next_page - 1)
-                while next_page <= last and len(window) < min(ahead, self._inflight.limit):
-                    request = Request(scope)
-                    task = window.spawn(
-                        self._ranking_page(query, next_page, page_size, request, use_cache)
-                    )
-                    requests[task] = (next_page, request)
-                    next_page += 1
-                if expected in ready:
-                    page = ready.pop(expected)
-                    expected += 1
-                    yield page
-                    continue
-                if not len(window):
-                    break
-                task = await window.next_done()
-                page_num, _ = requests.pop(task)
-                try:
-                    page = task.result()  # a page's error is raised: the list cannot skip it
-                except (asyncio.CancelledError, Aborted):
-                    last = min(last, page_num - 1)  # given up: the list stops before it
-                    continue
-                if len(page.items) + len(page.failed) < page_size:
-                    # The end: pages after this one are empty. Cancel those not yet answered.
-                    last = min(last, page_num)
-                    for other, (num, _) in requests.items():
-                        if num > last:
-                            other.cancel()
-                else:
-                    ahead += 1
-                if page_num <= last:
-                    ready[page_num] = page
+            scope.watch(window)
+            try:
+                while expected <= last:
+                    if scope.halted:
+                        # Stop: pages on the wire finish (within the grace), the rest are
+                        # given up; nothing new.
+                        scope.halt({task: entry[1] for task, entry in requests.items()}, window)
+                        last = min(last, next_page - 1)
+                    while next_page <= last and len(requests) < min(ahead, self._inflight.limit):
+                        request = Request(scope)
+                        task = window.spawn(
+                            self._ranking_page(query, next_page, page_size, request, use_cache)
+                        )
+                        requests[task] = (next_page, request)
+                        next_page += 1
+                    if expected in ready:
+                        page = ready.pop(expected)
+                        expected += 1
+                        yield page
+                        continue
+                    if not requests:
+                        break
+                    task = await window.next_done()
+                    entry = requests.pop(task, None)
+                    if entry is None:  # a stop, or the end of its grace, woke the loop
+                        continue
+                    page_num = entry[0]
+                    try:
+                        page = task.result()  # a page's error is raised: the list cannot skip it
+                    except (asyncio.CancelledError, Aborted):
+                        last = min(last, page_num - 1)  # given up: the list stops before it
+                        continue
+                    if len(page.items) + len(page.failed) < page_size:
+                        # The end: pages after this one are empty. Cancel those not yet answered.
+                        last = min(last, page_num)
+                        for other, (num, _) in requests.items():
+                            if num > last:
+                                other.cancel()
+                    else:
+                        ahead += 1
+                    if page_num <= last:
+                        ready[page_num] = page
+            finally:
+                scope.close()
 
     async def iter_video_ranking(
         self,

@@ -1,12 +1,12 @@
 """A rate limiter shared through Redis: every process and host using one key, one budget.
 
-:class:`RedisRateLimiter` is a :class:`~keyapi_async.limiting.RateLimiter` whose schedule
+:class:`RedisRateLimiter` is a :class:`~keyapi_async.limiting.local.RateLimiter` whose schedule
 lives in Redis, so N workers (processes or machines) sharing a ``name`` together start at
 most ``qps`` requests in any one-second window. Needs the ``redis`` extra
 (``pip install 'keyapi-async[redis]'``); importing this module does not.
 
 The schedule is a zero-burst GCRA kept in one Redis hash, with the adaptive rate
-(:mod:`keyapi_async.adaptive`) it paces at, driven by one Lua script that reads Redis
+(:mod:`keyapi_async.limiting.adaptive`) it paces at, driven by one Lua script that reads Redis
 ``TIME``: the Redis server's clock is the only clock, so the workers' clocks never
 matter. Also here: :func:`shard_filter` and :func:`parse_shard`, which split one ids file
 between N workers deterministically.
@@ -67,7 +67,7 @@ STATE_RETENTION: Final = 3600.0
 #   throttle ARGV[10]=age_us (since the refused request started)
 #                                          -> {1 if the rate was cut else 0, 0, ...}
 #   seed     ARGV[10]=learned rate          -> {1 if it took effect else 0, 0, ...}
-# The rate is AdaptiveRate's (keyapi_async.adaptive), on Redis' clock. Times are integral
+# The rate is AdaptiveRate's (keyapi_async.limiting.adaptive), on Redis' clock. Times are integral
 # microseconds, exact in Lua's doubles (about 2^50 today), and written with %d because
 # Lua's tostring keeps only 14 significant digits; rates go back as strings, because Redis
 # truncates a Lua number to an integer. The key expires once its times are in the past
@@ -187,7 +187,7 @@ class RedisRateLimiter:
     clock, where ``r <= qps`` is the shared pacing rate, with no burst at start-up or
     after a pause. So any one-second window holds at most ``qps`` starts (``ceil(qps)``
     for a fractional qps), and the ``headroom`` share of each second absorbs the jitter
-    between Redis and the workers, as in :class:`~keyapi_async.limiting.LocalRateLimiter`.
+    between Redis and the workers, as in :class:`~keyapi_async.limiting.local.LocalRateLimiter`.
 
     The rate adapts as in ``LocalRateLimiter``, shared: a 429 seen by any worker
     (:meth:`on_throttle`) lowers the rate of all of them, once per congestion event, and
@@ -214,7 +214,7 @@ class RedisRateLimiter:
         max_qps: The ceiling of ``qps="auto"``.
         headroom: Fraction of the budget left unused to absorb jitter (default 2 %).
         timeout: Seconds to connect to and wait for Redis before giving up.
-        control: An :class:`~keyapi_async.adaptive.AdaptiveRate` whose parameters to
+        control: An :class:`~keyapi_async.limiting.adaptive.AdaptiveRate` whose parameters to
             use (only its parameters: the state lives in Redis).
     """
 
