@@ -30,7 +30,10 @@ from .bulk.backfill import RangeReport, crawl_ranking_range, ranking_dates
 from .bulk.detail_crawl import crawl_video_details
 from .bulk.ranking_crawl import crawl_video_ranking
 from .bulk.report import CrawlReport
-from .bulk.sinks.base import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink, expand_date
+from .bulk.sinks.base import MissingExtraError, Sink, expand_date
+from .bulk.sinks.csv import CsvSink
+from .bulk.sinks.jsonl import JsonlSink
+from .bulk.sinks.parquet import ParquetSink
 from .client.attempts import ClientStats
 from .client.client import (
     DEFAULT_BASE_URL,
@@ -44,7 +47,8 @@ from .client.client import (
 from .client.details import DetailBatch
 from .client.ranking import RankingPage
 from .limiting.adaptive import AdaptiveRate
-from .limiting.local import LocalRateLimiter, RateLimiter
+from .limiting.base import RateLimiter
+from .limiting.local import LocalRateLimiter
 from .pipeline.decoding import RawResponse
 from .pipeline.errors import (
     APIConnectionError,

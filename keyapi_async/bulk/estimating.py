@@ -15,7 +15,7 @@ import math
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
-from ..limiting.local import DEFAULT_HEADROOM
+from ..limiting.base import DEFAULT_HEADROOM
 from ..pipeline.batching import MAX_IDS_PER_REQUEST
 from ..pipeline.errors import InvalidParameterError
 from .idset import CompactIdSet

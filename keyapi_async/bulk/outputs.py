@@ -15,7 +15,10 @@ import re
 from typing import Any
 
 from ..pipeline.models import VideoDetail
-from .sinks.base import CsvSink, FileSink, JsonlSink, ParquetSink, Sink, expand_date
+from .sinks.base import FileSink, Sink, expand_date
+from .sinks.csv import CsvSink
+from .sinks.jsonl import JsonlSink
+from .sinks.parquet import ParquetSink
 
 __all__ = ["FORMATS", "describe_output", "is_database", "open_output"]
 

@@ -41,7 +41,7 @@ from ..app.events import (
     url_without_credentials,
 )
 from ..limiting.adaptive import Patience
-from ..limiting.local import RateLimiter
+from ..limiting.base import RateLimiter
 from ..pipeline.concurrency import InFlightLimit
 from ..pipeline.decoding import (
     Decoded,

@@ -35,7 +35,8 @@ from ..app.caching import RAW_ANSWERS, Cache, query_key
 from ..app.coalescing import DEFAULT_WINDOW, Coalescer
 from ..app.events import Event, EventHandler, make_emitter
 from ..limiting.adaptive import Patience
-from ..limiting.local import LocalRateLimiter, RateLimiter
+from ..limiting.base import RateLimiter
+from ..limiting.local import LocalRateLimiter
 from ..pipeline.concurrency import InFlightLimit
 from ..pipeline.decoding import DETAIL_DECODER, RANKING_DECODER, RawResponse, RepairLog
 from ..pipeline.errors import ConfigurationError, InvalidParameterError

@@ -1,6 +1,6 @@
 """Rate limiting as one family: when a request may start.
 
-``local`` holds the interface (the ``RateLimiter`` protocol) and the local GCRA limiter,
+``base`` holds the interface (the ``RateLimiter`` protocol), ``local`` the GCRA limiter,
 ``adaptive`` the controller that learns the key's limit from 429s (``AdaptiveRate``,
 ``Patience``), ``redis`` one (adaptive) budget shared across processes (the ``redis`` extra,
 imported only when ``RedisRateLimiter`` is used).

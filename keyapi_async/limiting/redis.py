@@ -1,6 +1,6 @@
 """A rate limiter shared through Redis: every process and host using one key, one budget.
 
-:class:`RedisRateLimiter` is a :class:`~keyapi_async.limiting.local.RateLimiter` whose schedule
+:class:`RedisRateLimiter` is a :class:`~keyapi_async.limiting.base.RateLimiter` whose schedule
 lives in Redis, so N workers (processes or machines) sharing a ``name`` together start at
 most ``qps`` requests in any one-second window. Needs the ``redis`` extra
 (``pip install 'keyapi-async[redis]'``); importing this module does not.
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..pipeline.errors import ConfigurationError, RateLimiterUnavailableError
 from .adaptive import AdaptiveRate
-from .local import DEFAULT_HEADROOM, QpsSetting, check_qps
+from .base import DEFAULT_HEADROOM, QpsSetting, check_qps
 
 if TYPE_CHECKING:
     import redis.asyncio
