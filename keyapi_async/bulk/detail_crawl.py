@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Collection, Iterable
 from contextlib import aclosing
-from typing import Any
 
 from ..client.client import KeyAPIClient
 from ..client.details import DetailBatch
@@ -182,10 +181,7 @@ async def crawl_video_details(
         for position, value in enumerate(ids):
             video_id(value, position)  # a bad id anywhere refuses the crawl up front
     report = CrawlReport()
-    params: dict[str, Any] = {"format": type(sink).__name__}
-    if not lineage:
-        params["lineage"] = False  # a resume must not mix records with and without it
-    run = CrawlRun(client, sink, report, params)
+    run = CrawlRun(client, sink, report, {}, lineage)
 
     async def done_ids(outputs: Outputs) -> CompactIdSet:
         return await outputs.done_ids() if resume else CompactIdSet()

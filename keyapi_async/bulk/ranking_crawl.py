@@ -64,10 +64,7 @@ async def crawl_video_ranking(
     report = CrawlReport(kind="ranking")
     params: dict[str, Any] = dict(query.params(1, page_size))
     del params["page_num"]
-    params["format"] = type(sink).__name__
-    if not lineage:
-        params["lineage"] = False
-    run = CrawlRun(client, sink, report, params)
+    run = CrawlRun(client, sink, report, params, lineage)
 
     async def stored_count(outputs: Outputs) -> int:
         stored = outputs.stored_count() if resume else 0

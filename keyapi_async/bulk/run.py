@@ -305,11 +305,17 @@ class CrawlRun:
     """
 
     def __init__(
-        self, client: KeyAPIClient, sink: Sink, report: CrawlReport, params: dict[str, Any]
+        self, client: KeyAPIClient, sink: Sink, report: CrawlReport, params: dict[str, Any],
+        lineage: bool,
     ) -> None:
         self.started = time.monotonic()
         self.report = report
         self.counters = _ClientCounters(client)
+        # What a resume must match: the query, the output's format, and lineage (a resume
+        # must not mix records with and without it).
+        params = {**params, "format": type(sink).__name__}
+        if not lineage:
+            params["lineage"] = False
         self.outputs = Outputs(sink, report.kind, params)
         self.status = "running"
         #: accounts for the ids an unexpected exception left (the details crawl's)
