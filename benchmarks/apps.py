@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import keyapi_async as ka
-from keyapi_async.coalescing import DEFAULT_WINDOW
-from keyapi_async.limiting import DEFAULT_HEADROOM
+from keyapi_async.app.coalescing import DEFAULT_WINDOW
+from keyapi_async.limiting.base import DEFAULT_HEADROOM
 from keyapi_async.testing.data import SyntheticData
 
 from .harness import SectionResult, fake_server, print_table

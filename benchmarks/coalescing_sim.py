@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from virtual_clock import run_virtual
 
-from keyapi_async.coalescing import Coalescer, Fetched
-from keyapi_async.limiting import LocalRateLimiter
+from keyapi_async.app.coalescing import Coalescer, Fetched
+from keyapi_async.limiting.local import LocalRateLimiter
 
 QPS = 50
 LATENCY = 0.05

@@ -31,7 +31,12 @@ from typing import Any
 import msgspec
 import orjson
 
-from keyapi_async.decoding import DETAIL_DECODER, RANKING_DECODER, RepairLog, decode_response
+from keyapi_async.pipeline.decoding import (
+    DETAIL_DECODER,
+    RANKING_DECODER,
+    RepairLog,
+    decode_response,
+)
 from keyapi_async.testing.data import RankingQuery, SyntheticData
 
 from . import pydantic_models as pm

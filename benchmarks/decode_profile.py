@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from keyapi_async import models as m
-from keyapi_async.decoding import DETAIL_DECODER, RANKING_DECODER, decode_response
+from keyapi_async.pipeline.decoding import DETAIL_DECODER, RANKING_DECODER, decode_response
 
 from . import round_two_models as r2
 from .decode import make_bodies, measure_rounds, paired

@@ -26,8 +26,8 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 
 import keyapi_async as ka
-from keyapi_async.client import DETAIL_PATH
-from keyapi_async.decoding import DETAIL_DECODER
+from keyapi_async.client.details import DETAIL_PATH
+from keyapi_async.pipeline.decoding import DETAIL_DECODER
 from keyapi_async.testing.data import SyntheticData
 
 from .harness import SectionResult, ServerProcess, fake_server, median

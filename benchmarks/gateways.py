@@ -59,7 +59,7 @@ import msgspec
 from aiolimiter import AsyncLimiter
 
 import keyapi_async as ka
-from keyapi_async.client import DETAIL_PATH
+from keyapi_async.client.details import DETAIL_PATH
 
 from .harness import SectionResult, ServerProcess, fake_server, print_table, stop_process
 from .limits_proxy import ProxyCell, limits_proxy

@@ -34,7 +34,7 @@ def _write_ids(path: Path, n: int) -> None:
 
 
 def _child(path: str) -> None:
-    from keyapi_async.idsfile import IdsFile, check_ids_file
+    from keyapi_async.bulk.idsfile import IdsFile, check_ids_file
 
     before = _rss_mib()
     started = time.perf_counter()

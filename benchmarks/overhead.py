@@ -22,8 +22,8 @@ import aiohttp
 import httpx
 
 import keyapi_async as ka
-from keyapi_async.client import DETAIL_PATH
-from keyapi_async.decoding import DETAIL_DECODER
+from keyapi_async.client.details import DETAIL_PATH
+from keyapi_async.pipeline.decoding import DETAIL_DECODER
 from keyapi_async.testing.data import SyntheticData
 
 from . import pydantic_models as pm

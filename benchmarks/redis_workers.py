@@ -115,7 +115,7 @@ async def _crawl(
 
 def worker_main(args: argparse.Namespace) -> None:
     """Crawl one shard: warm up, report ready, wait for 'go' on stdin, print JSON results."""
-    from keyapi_async.redis_limiter import parse_shard, shard_filter
+    from keyapi_async.limiting.redis import parse_shard, shard_filter
 
     index, count = parse_shard(args.shard)
     ids = list(shard_filter(Path(args.ids_file).read_text().split(), index, count))

@@ -1,6 +1,6 @@
 """The record models as round two shipped them: normalization in ``__post_init__``.
 
-Kept only to time the page pass (``keyapi_async.models.finish_ranking``/``finish_details``)
+Kept only to time the page pass (``keyapi_async.pipeline.models.finish_ranking``/``finish_details``)
 against what it replaced, in the same run: msgspec called ``__post_init__`` once per record,
 which scanned the record for ``-99999`` and decoded the two nested JSON texts with one
 decoder call each. ``decode.check_equivalent`` asserts these give the SDK's values before
@@ -15,8 +15,8 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from keyapi_async.decoding import Envelope
-from keyapi_async.models import UNKNOWN, ProductCategory
+from keyapi_async.pipeline.decoding import Envelope
+from keyapi_async.pipeline.models import UNKNOWN, ProductCategory
 
 _CATEGORIES = msgspec.json.Decoder(list[ProductCategory], strict=False)
 _PRODUCT_IDS = msgspec.json.Decoder(list[str | int])

@@ -13,24 +13,44 @@ See README.md and docs/ for the guide.
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .adaptive import AdaptiveRate
-from .backfill import RangeReport, crawl_ranking_range, ranking_dates
-from .caching import Cache, MemoryCache
-from .client import (
+from .app.caching import Cache, MemoryCache
+from .app.events import (
+    AttemptFinished,
+    AttemptStarted,
+    BatchCoalesced,
+    CacheHit,
+    Event,
+    PacingChanged,
+    RateLimited,
+    Retrying,
+)
+from .app.otel import OpenTelemetryHook
+from .app.redis_cache import RedisCache
+from .bulk.backfill import RangeReport, crawl_ranking_range, ranking_dates
+from .bulk.detail_crawl import crawl_video_details
+from .bulk.ranking_crawl import crawl_video_ranking
+from .bulk.report import CrawlReport
+from .bulk.sinks.base import MissingExtraError, Sink, expand_date
+from .bulk.sinks.csv import CsvSink
+from .bulk.sinks.jsonl import JsonlSink
+from .bulk.sinks.parquet import ParquetSink
+from .client.attempts import ClientStats
+from .client.client import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_QPS,
     DEFAULT_RATE_LIMIT_PATIENCE,
     DEFAULT_TIMEOUT,
-    ClientStats,
-    DetailBatch,
     KeyAPIClient,
-    RankingPage,
 )
-from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
-from .decoding import RawResponse
-from .errors import (
+from .client.details import DetailBatch
+from .client.ranking import RankingPage
+from .limiting.adaptive import AdaptiveRate
+from .limiting.base import RateLimiter
+from .limiting.local import LocalRateLimiter
+from .pipeline.decoding import RawResponse
+from .pipeline.errors import (
     APIConnectionError,
     APIUnreachableError,
     AuthenticationError,
@@ -53,18 +73,7 @@ from .errors import (
     ResponseTooLargeError,
     ServerError,
 )
-from .events import (
-    AttemptFinished,
-    AttemptStarted,
-    BatchCoalesced,
-    CacheHit,
-    Event,
-    PacingChanged,
-    RateLimited,
-    Retrying,
-)
-from .limiting import LocalRateLimiter, RateLimiter
-from .models import (
+from .pipeline.models import (
     LINEAGE_FIELDS,
     ProductCategory,
     RankedVideo,
@@ -72,14 +81,11 @@ from .models import (
     VideoDetail,
     VideoRankField,
 )
-from .otel import OpenTelemetryHook
-from .redis_cache import RedisCache
-from .retrying import RetryPolicy
-from .sinks import CsvSink, JsonlSink, MissingExtraError, ParquetSink, Sink, expand_date
+from .pipeline.retrying import RetryPolicy
 
 if TYPE_CHECKING:  # at run time, loaded on first use by __getattr__ below
-    from .postgres import PostgresSink
-    from .redis_limiter import RedisRateLimiter
+    from .bulk.sinks.postgres import PostgresSink
+    from .limiting.redis import RedisRateLimiter
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -158,11 +164,11 @@ def __getattr__(name: str) -> Any:
     # Lazy, so that importing keyapi_async never imports the optional redis extra (nor
     # PostgresSink's module; asyncpg itself is imported only when a sink is created).
     if name == "RedisRateLimiter":
-        from .redis_limiter import RedisRateLimiter
+        from .limiting.redis import RedisRateLimiter
 
         return RedisRateLimiter
     if name == "PostgresSink":
-        from .postgres import PostgresSink
+        from .bulk.sinks.postgres import PostgresSink
 
         return PostgresSink
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

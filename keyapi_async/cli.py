@@ -31,18 +31,20 @@ from typing import Any, TextIO, TypeVar, cast
 import msgspec
 
 from ._version import __version__
-from .backfill import RangeReport, crawl_ranking_range
-from .client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient
-from .crawl import CrawlReport, crawl_video_details, crawl_video_ranking
-from .crawlstate import MissingLog, load_state
-from .errors import InvalidParameterError, KeyAPIError, OutputWriteError
-from .estimating import estimate_details, estimate_ranking
-from .idsfile import IdsFile, check_ids_file, format_problems
-from .models import RankedVideo, RankType, VideoDetail, VideoRankField
-from .outputs import FORMATS, describe_output, is_database, open_output
-from .progress import ScanProgress, make_progress, summary_table
-from .sinks import FileSink, MissingExtraError, Sink
-from .validation import MAX_PAGE_SIZE, check_max_pages, check_region, ranking_query
+from .bulk.backfill import RangeReport, crawl_ranking_range
+from .bulk.detail_crawl import crawl_video_details
+from .bulk.estimating import estimate_details, estimate_ranking
+from .bulk.idsfile import IdsFile, check_ids_file, format_problems
+from .bulk.outputs import FORMATS, describe_output, is_database, open_output
+from .bulk.progress import ScanProgress, make_progress, summary_table
+from .bulk.ranking_crawl import crawl_video_ranking
+from .bulk.report import CrawlReport
+from .bulk.sinks.base import FileSink, MissingExtraError, Sink
+from .bulk.state import MissingLog, load_state
+from .client.client import DEFAULT_MAX_RETRIES, DEFAULT_QPS, DEFAULT_TIMEOUT, KeyAPIClient
+from .pipeline.errors import InvalidParameterError, KeyAPIError, OutputWriteError
+from .pipeline.models import RankedVideo, RankType, VideoDetail, VideoRankField
+from .pipeline.validation import MAX_PAGE_SIZE, check_max_pages, check_region, ranking_query
 
 __all__ = ["build_parser", "main"]
 
@@ -208,7 +210,7 @@ def _add_client_options(parser: argparse.ArgumentParser, default_qps: float) -> 
 
 
 def _shard(text: str) -> tuple[int, int]:
-    from .redis_limiter import parse_shard
+    from .limiting.redis import parse_shard
 
     try:
         return parse_shard(text)
@@ -395,7 +397,7 @@ async def _api(args: argparse.Namespace, **server_options: Any) -> AsyncIterator
     mock = getattr(args, "mock", False)
     async with contextlib.AsyncExitStack() as stack:
         if getattr(args, "redis_url", None):
-            from .redis_limiter import RedisRateLimiter, budget_name
+            from .limiting.redis import RedisRateLimiter, budget_name
 
             key = "mock" if mock else args.api_key or os.environ.get("KEYAPI_API_KEY") or ""
             options["rate_limiter"] = await stack.enter_async_context(RedisRateLimiter(
@@ -883,7 +885,7 @@ def _videos_command(args: argparse.Namespace, sink: Sink) -> int:
     with ids:
         if args.shard is None:
             return asyncio.run(_videos(args, sink, ids, total))
-        from .redis_limiter import shard_filter
+        from .limiting.redis import shard_filter
 
         # One more pass over the ids for the shard's size.
         total = sum(1 for _ in shard_filter(ids, *args.shard))

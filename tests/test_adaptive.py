@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from keyapi_async.adaptive import (
+from keyapi_async.limiting.adaptive import (
     DEFAULT_BETA,
     DEFAULT_SCALE,
     AdaptiveRate,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from keyapi_async.concurrency import InFlightLimit
+from keyapi_async.pipeline.concurrency import InFlightLimit
 
 
 def test_fixed_limit_never_changes() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import keyapi_async as ka
-from keyapi_async.decoding import (
+from keyapi_async.pipeline.decoding import (
     DETAIL_DECODER,
     RANKING_DECODER,
     decode_response,

@@ -20,8 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import keyapi_async as ka
-from keyapi_async import models
-from keyapi_async.decoding import DETAIL_DECODER, RANKING_DECODER, RepairLog, decode_response
+from keyapi_async.pipeline import models
+from keyapi_async.pipeline.decoding import (
+    DETAIL_DECODER,
+    RANKING_DECODER,
+    RepairLog,
+    decode_response,
+)
 
 UNKNOWN = -99999
 INT_FIELDS = ("duration", "sales_flag", "total_views_cnt", "total_digg_cnt",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import keyapi_async as ka
-from keyapi_async.retrying import retry_waits
+from keyapi_async.pipeline.retrying import retry_waits
 
 
 def _waits(excs: list[BaseException | None], base: float = 0.5, cap: float = 30.0) -> list[float]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from keyapi_async.models import RankedVideo, VideoDetail
+from keyapi_async.pipeline.models import RankedVideo, VideoDetail
 from keyapi_async.testing.data import RankingQuery, SyntheticData
 
 _DATA = SyntheticData(seed=7, known_ratio=1.0, ranking_length=100)

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from virtual_clock import run_virtual
 
 import keyapi_async as ka
-from keyapi_async.budget import CreditBudget, charge_of
-from keyapi_async.decoding import DETAIL_DECODER, decode_response
+from keyapi_async.app.budget import CreditBudget, charge_of
+from keyapi_async.pipeline.decoding import DETAIL_DECODER, decode_response
 
 
 def test_a_released_credit_is_reused_and_the_budget_then_refuses() -> None:

@@ -8,7 +8,7 @@ import pytest
 from virtual_clock import run_virtual
 
 import keyapi_async as ka
-from keyapi_async.caching import (
+from keyapi_async.app.caching import (
     DEFAULT_TTL,
     DETAILS,
     RANKING_PAGES,

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from virtual_clock import run_virtual as _run_virtual
 
 import keyapi_async as ka
-from keyapi_async.coalescing import DEFAULT_WINDOW, Coalescer, Fetched
-from keyapi_async.events import BatchCoalesced, Event
+from keyapi_async.app.coalescing import DEFAULT_WINDOW, Coalescer, Fetched
+from keyapi_async.app.events import BatchCoalesced, Event
 
 
 def run_virtual(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 import keyapi_async as ka
-from keyapi_async.estimating import estimate_details, estimate_ranking
+from keyapi_async.bulk.estimating import estimate_details, estimate_ranking
 from keyapi_async.testing import FakeKeyAPI
 
 

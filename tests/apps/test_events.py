@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 import keyapi_async as ka
-from keyapi_async.events import make_emitter, url_without_credentials
+from keyapi_async.app.events import make_emitter, url_without_credentials
 
 EVENT = ka.CacheHit(kind="detail", hits=2)
 

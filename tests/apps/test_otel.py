@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import keyapi_async as ka
-from keyapi_async.events import url_without_credentials
+from keyapi_async.app.events import url_without_credentials
 
 DETAIL = "/v1/tiktok/video/detail/analytics"
 SECRET = "sk-live-LEAKCANARY-7f3a9c2e51d04b6b"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from keyapi_async.bulk.idsfile import IdsFile, check_ids_file
 from keyapi_async.cli import main
-from keyapi_async.idsfile import IdsFile, check_ids_file
 from keyapi_async.testing import FakeKeyAPI
 
 CANARY = "sk-live-LEAKCANARY-7f3a9c2e51d04b6b"

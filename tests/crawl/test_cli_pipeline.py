@@ -18,7 +18,7 @@ import pytest
 
 import keyapi_async as ka
 from keyapi_async.cli import main
-from keyapi_async.validation import REGIONS, check_region
+from keyapi_async.pipeline.validation import REGIONS, check_region
 
 RANKING = ["ranking", "--date", "2024-05-06", "--rank-field", "views", "--rank-type", "week",
            "--max-pages", "1"]
@@ -169,8 +169,8 @@ def test_videos_on_a_directory_says_it_is_a_directory(
 
 
 def test_stopped_progress_shows_the_stopped_state_not_100_percent() -> None:
-    from keyapi_async.crawl import CrawlReport
-    from keyapi_async.progress import make_progress, status_line
+    from keyapi_async.bulk.progress import make_progress, status_line
+    from keyapi_async.bulk.report import CrawlReport
 
     report = CrawlReport(requested=3000, fetched=1000, missing=100, not_attempted=1900,
                          aborted="interrupted", in_flight=3, elapsed=10.0)
@@ -188,8 +188,8 @@ def test_stopped_progress_shows_the_stopped_state_not_100_percent() -> None:
 
 def test_rich_bar_labels_its_time_columns() -> None:
     pytest.importorskip("rich")
-    from keyapi_async.crawl import CrawlReport
-    from keyapi_async.progress import _RichBar
+    from keyapi_async.bulk.progress import _RichBar
+    from keyapi_async.bulk.report import CrawlReport
 
     class Tty(io.StringIO):
         def isatty(self) -> bool:

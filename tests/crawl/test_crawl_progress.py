@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import keyapi_async as ka
-from keyapi_async.progress import make_progress, status_line, summary_table
+from keyapi_async.bulk.progress import make_progress, status_line, summary_table
 
 
 class FakeTTY(io.StringIO):

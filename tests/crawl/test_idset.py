@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyapi_async.idset import CompactIdSet
+from keyapi_async.bulk.idset import CompactIdSet
 
 U64 = 2**64
 

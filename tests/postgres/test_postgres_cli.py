@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from keyapi_async.bulk.outputs import describe_output
 from keyapi_async.cli import main
-from keyapi_async.outputs import describe_output
 from keyapi_async.testing import FakeKeyAPI
 
 PASSWORD = "pw-never-shown-8f3a"

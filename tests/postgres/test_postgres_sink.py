@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 import keyapi_async as ka
-from keyapi_async import postgres
+from keyapi_async.bulk.sinks import postgres
 from keyapi_async.testing import FakeKeyAPI
 
 RANKING = {"date": "2024-05-01", "region": "US", "video_rank_field": 2, "rank_type": 1}

@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 import keyapi_async as ka
-from keyapi_async.postgres import KEY, Column, table_columns
-from keyapi_async.sinks import MissingExtraError
+from keyapi_async.bulk.sinks.base import MissingExtraError
+from keyapi_async.bulk.sinks.postgres import KEY, Column, table_columns
 
 #: What each scalar annotation must become (independent of the module's own mapping).
 SCALARS = {str: "text", int: "bigint", bool: "boolean", dt.datetime: "timestamp with time zone"}
@@ -63,7 +63,8 @@ def test_a_type_without_video_id_is_refused() -> None:
 def test_import_keyapi_async_does_not_import_asyncpg() -> None:
     code = (
         "import sys, keyapi_async as ka; "
-        "assert 'asyncpg' not in sys.modules and 'keyapi_async.postgres' not in sys.modules; "
+        "assert 'asyncpg' not in sys.modules; "
+        "assert 'keyapi_async.bulk.sinks.postgres' not in sys.modules; "
         "ka.PostgresSink; assert 'asyncpg' not in sys.modules; print('ok')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("redis", reason="redis-py not installed: pip install 'keyapi-async[redis]'")
 
-from keyapi_async.redis_limiter import RedisRateLimiter
+from keyapi_async.limiting.redis import RedisRateLimiter
 
 NO_REDIS = (
     "no Redis for the shared-limiter tests: redis-server is not on PATH and "

@@ -14,8 +14,8 @@ import redis.asyncio
 from apps.records import details, ranking_page
 
 import keyapi_async as ka
-from keyapi_async.caching import DETAILS, RANKING_PAGES, Cache
-from keyapi_async.redis_cache import RedisCache
+from keyapi_async.app.caching import DETAILS, RANKING_PAGES, Cache
+from keyapi_async.app.redis_cache import RedisCache
 
 
 @pytest.fixture

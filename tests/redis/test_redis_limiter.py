@@ -21,7 +21,7 @@ import redis.asyncio
 from conftest import API_KEY
 
 import keyapi_async as ka
-from keyapi_async.redis_limiter import (
+from keyapi_async.limiting.redis import (
     STATE_RETENTION,
     RateLimiterUnavailableError,
     RedisRateLimiter,

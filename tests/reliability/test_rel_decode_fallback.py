@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import keyapi_async as ka
-from keyapi_async.decoding import DETAIL_DECODER, RANKING_DECODER, decode_response
-from keyapi_async.salvage import repair_text
+from keyapi_async.pipeline.decoding import DETAIL_DECODER, RANKING_DECODER, decode_response
+from keyapi_async.pipeline.salvage import repair_text
 
 pytestmark = pytest.mark.reliability
 

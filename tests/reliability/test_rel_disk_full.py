@@ -28,8 +28,8 @@ from server_process import ServerProcess
 from tmpfs import tmpfs
 
 import keyapi_async as ka
-from keyapi_async.crawlstate import CrawlState, load_state, save_state
-from keyapi_async.sinks import write_all
+from keyapi_async.bulk.sinks.base import write_all
+from keyapi_async.bulk.state import CrawlState, load_state, save_state
 from keyapi_async.testing import FakeKeyAPI
 
 pytestmark = pytest.mark.reliability

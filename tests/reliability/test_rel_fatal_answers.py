@@ -15,7 +15,7 @@ from conftest import API_KEY
 from reliability.hostile import Hostile, closed_port
 
 import keyapi_async as ka
-from keyapi_async.reachability import UNREACHABLE_AFTER, Reachability
+from keyapi_async.pipeline.reachability import UNREACHABLE_AFTER, Reachability
 from keyapi_async.testing import FakeKeyAPI
 
 pytestmark = pytest.mark.reliability

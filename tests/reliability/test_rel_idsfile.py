@@ -25,12 +25,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from server_process import ServerProcess
 
-from keyapi_async import idsfile
+from keyapi_async.bulk import idsfile
+from keyapi_async.bulk.idsfile import IdsFile, check_ids_file
+from keyapi_async.bulk.progress import ScanProgress
 from keyapi_async.cli import main
-from keyapi_async.idsfile import IdsFile, check_ids_file
-from keyapi_async.progress import ScanProgress
+from keyapi_async.pipeline.validation import video_id
 from keyapi_async.testing import FakeKeyAPI
-from keyapi_async.validation import video_id
 
 pytestmark = pytest.mark.reliability
 

@@ -16,7 +16,7 @@ from reliability.hostile import Hostile, LoopThread, chain
 
 import keyapi_async as ka
 from keyapi_async.cli import main
-from keyapi_async.redaction import Redactor, clean_text
+from keyapi_async.pipeline.redaction import Redactor, clean_text
 from keyapi_async.testing import FakeKeyAPI
 
 pytestmark = pytest.mark.reliability

@@ -339,7 +339,7 @@ def test_read_only_directory_refused_before_any_request(
 def test_a_lock_object_forgotten_without_release_frees_the_lock(tmp_path: Path) -> None:
     import gc
 
-    from keyapi_async.filelock import FileLock, LockHeld
+    from keyapi_async.bulk.filelock import FileLock, LockHeld
 
     path = tmp_path / "out.lock"
     first = FileLock(path)

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import keyapi_async as ka
-from keyapi_async.batching import id_batches
-from keyapi_async.decoding import DETAIL_DECODER, RANKING_DECODER, decode_response
-from keyapi_async.validation import ranking_query
+from keyapi_async.pipeline.batching import id_batches
+from keyapi_async.pipeline.decoding import DETAIL_DECODER, RANKING_DECODER, decode_response
+from keyapi_async.pipeline.validation import ranking_query
 
 pytestmark = pytest.mark.reliability
 

@@ -16,8 +16,8 @@ from reliability.hostile import Hostile, LoopThread, chain, closed_port
 
 import keyapi_async as ka
 from keyapi_async.cli import main
+from keyapi_async.pipeline.transport import resolve_proxy
 from keyapi_async.testing import FakeKeyAPI
-from keyapi_async.transport import resolve_proxy
 
 pytestmark = [
     pytest.mark.reliability,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 import keyapi_async as ka
-from keyapi_async.caching import CacheKind, MemoryCache
+from keyapi_async.app.caching import CacheKind, MemoryCache
 from keyapi_async.testing import FakeKeyAPI
 
 KEY = "test-key"

@@ -1,6 +1,6 @@
 """The fallback for a complete, paid answer (code 0) that the typed decoder refused.
 
-The fast path (:mod:`keyapi_async.decoding`) decodes a whole envelope in one C call. When
+The fast path (:mod:`keyapi_async.pipeline.decoding`) decodes a whole envelope in one C call. When
 that fails, the answer may be damaged in transit (truncated: retried) or complete but
 holding values the types do not allow. A complete answer with code 0 was paid for and would
 come back the same, so it is never retried for its content; this module reads what it can:
@@ -11,9 +11,10 @@ come back the same, so it is never retried for its content; this module reads wh
 2. the envelope is decoded with ``data`` as raw records, then each record on its own by the
    typed decoder (good records cost one small C call each);
 3. a record that decoder refuses is decoded untyped, and every field that does not fit is
-   read leniently (:class:`RecordSalvager`; the rules are listed in :mod:`keyapi_async.models`);
-   a value with no sensible reading becomes ``None``. Each value read this way is counted
-   per ``Model.field`` in a :class:`RepairLog`, which logs the first one of each field;
+   read leniently (:class:`RecordSalvager`; the rules are listed in
+   :mod:`keyapi_async.pipeline.models`); a value with no sensible reading becomes ``None``.
+   Each value read this way is counted per ``Model.field`` in a :class:`RepairLog`, which
+   logs the first one of each field;
 4. a record that cannot be decoded at all (not a JSON object, or a detail record whose
    ``video_id`` cannot be read) becomes a :class:`RecordFailure` with its position and reason.
 

@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
-from .errors import ConfigurationError, KeyAPIError
+from ..pipeline.errors import ConfigurationError, KeyAPIError
 from .events import BatchCoalesced, Event
 
 __all__ = ["DEFAULT_WINDOW", "Coalescer", "Fetched"]

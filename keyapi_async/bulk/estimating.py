@@ -15,10 +15,10 @@ import math
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
-from .batching import MAX_IDS_PER_REQUEST
-from .errors import InvalidParameterError
+from ..limiting.base import DEFAULT_HEADROOM
+from ..pipeline.batching import MAX_IDS_PER_REQUEST
+from ..pipeline.errors import InvalidParameterError
 from .idset import CompactIdSet
-from .limiting import DEFAULT_HEADROOM
 
 __all__ = ["Estimate", "RankingEstimate", "estimate_details", "estimate_ranking"]
 

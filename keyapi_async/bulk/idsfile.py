@@ -10,7 +10,7 @@ number, so a bad file is refused before any request; iterating the :class:`IdsFi
 streams the ids again without holding them. Memory stays flat whatever the file: lines
 are read with a length cap (a CSV line or field beyond it is refused with its line number,
 never read whole) and the distinct ids are counted in a
-:class:`~keyapi_async.idset.CompactIdSet` (about 9 bytes an id).
+:class:`~keyapi_async.bulk.idset.CompactIdSet` (about 9 bytes an id).
 
 Standard input (``-``) and FIFOs (bash's ``<(cut ...)``) can be read only once: the check
 reads them as they stream in and writes their valid ids to a temporary spool
@@ -35,9 +35,9 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InvalidParameterError
+from ..pipeline.errors import InvalidParameterError
+from ..pipeline.validation import video_id
 from .idset import CompactIdSet
-from .validation import video_id
 
 __all__ = ["IdProblem", "IdsCheck", "IdsFile", "ScanProgressCallback", "check_ids_file"]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from .sinks import write_all
+from .sinks.base import write_all
 
 __all__ = ["STATE_VERSION", "CrawlState", "MissingLog", "load_state", "save_state"]
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
-from .crawl import CrawlReport
+from .report import CrawlReport
 
 __all__ = [
     "Progress", "ScanProgress", "make_progress", "status_line", "stopped_note", "summary_table",

@@ -19,13 +19,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .client import KeyAPIClient
-from .crawl import DEFAULT_STOP_GRACE, CrawlReport, crawl_video_ranking
-from .errors import InvalidParameterError, KeyAPIError
-from .models import RankedVideo, RankType
+from ..client.client import KeyAPIClient
+from ..pipeline.errors import InvalidParameterError, KeyAPIError
+from ..pipeline.models import RankedVideo, RankType
+from ..pipeline.validation import _date, _enum, ranking_query
 from .outputs import is_database, open_output
-from .sinks import DATE_FIELD, Sink
-from .validation import _date, _enum, ranking_query
+from .ranking_crawl import crawl_video_ranking
+from .report import CrawlReport
+from .run import DEFAULT_STOP_GRACE
+from .sinks.base import DATE_FIELD, Sink
 
 __all__ = ["RangeReport", "crawl_ranking_range", "ranking_dates"]
 

@@ -1,6 +1,6 @@
 """A cache shared through Redis: every process and host using one key sees one set of answers.
 
-:class:`RedisCache` has :class:`~keyapi_async.caching.MemoryCache`'s interface. Values are
+:class:`RedisCache` has :class:`~keyapi_async.app.caching.MemoryCache`'s interface. Values are
 msgpack-encoded with msgspec and decoded with one typed Decoder per kind, made once.
 Freshness is Redis's own expiry (``SET ... PX ttl``), on the Redis server's clock: an
 entry is never served past ``ttl``, whichever worker stored it. Size is bounded by the
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgspec
 
+from ..pipeline.errors import ConfigurationError
 from .caching import DEFAULT_TTL, CacheKind, check_ttl
-from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 
 class RedisCache:
-    """A :class:`~keyapi_async.caching.Cache` in Redis, shared by every worker using it.
+    """A :class:`~keyapi_async.app.caching.Cache` in Redis, shared by every worker using it.
 
     Guarantees: an entry is served only within ``ttl`` seconds of being stored (Redis
     expiry, server clock); values decode to the same records that were stored (records,

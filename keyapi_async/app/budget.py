@@ -26,7 +26,7 @@ import asyncio
 import copy
 from collections import deque
 
-from .errors import ConfigurationError, CreditBudgetExceededError
+from ..pipeline.errors import ConfigurationError, CreditBudgetExceededError
 
 __all__ = ["Credit", "CreditBudget", "charge_of"]
 

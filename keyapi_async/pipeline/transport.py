@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
-from ._version import __version__
+from .._version import __version__
 from .bodies import ACCEPT_ENCODING, BodyDamaged, BodyTooLarge, read_body
 from .errors import (
     APIConnectionError,

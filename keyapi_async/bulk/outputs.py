@@ -14,8 +14,11 @@ import os
 import re
 from typing import Any
 
-from .models import VideoDetail
-from .sinks import CsvSink, FileSink, JsonlSink, ParquetSink, Sink, expand_date
+from ..pipeline.models import VideoDetail
+from .sinks.base import FileSink, Sink, expand_date
+from .sinks.csv import CsvSink
+from .sinks.jsonl import JsonlSink
+from .sinks.parquet import ParquetSink
 
 __all__ = ["FORMATS", "describe_output", "is_database", "open_output"]
 
@@ -60,7 +63,7 @@ def open_output(
             )
         if format is not None:
             raise ValueError("--format is for files; a database output has no format")
-        from .postgres import PostgresSink
+        from .sinks.postgres import PostgresSink
 
         snap = (day or dt.datetime.now(dt.timezone.utc).date()) if snapshot else None
         return PostgresSink(

@@ -43,8 +43,8 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
-from .models import LINEAGE_FIELDS, VideoDetail
-from .sinks import MissingExtraError
+from ...pipeline.models import LINEAGE_FIELDS, VideoDetail
+from .base import MissingExtraError
 
 __all__ = ["Column", "PostgresSink", "table_columns"]
 

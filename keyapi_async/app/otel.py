@@ -5,7 +5,7 @@ records, following the OpenTelemetry HTTP client semantic conventions:
 
 * one ``CLIENT`` span per attempt, named ``GET /v1/tiktok/...`` (method and url template),
   with ``http.request.method``, ``server.address``, ``server.port``, ``url.full`` (never
-  with credentials: see :func:`~keyapi_async.events.url_without_credentials`),
+  with credentials: see :func:`~keyapi_async.app.events.url_without_credentials`),
   ``url.template``, ``http.response.status_code``, ``http.request.resend_count`` on
   retries, and ``error.type`` with status ERROR for every failure, including errors that
   arrive as a non-zero body code under HTTP 200; plus ``keyapi.response.code``,
@@ -29,8 +29,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from ._version import __version__
-from .errors import ConfigurationError
+from .._version import __version__
+from ..pipeline.errors import ConfigurationError
 from .events import AttemptFinished, CacheHit, Event, PacingChanged, RateLimited
 
 if TYPE_CHECKING:

@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Generic, Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlencode
 
-from .decoding import RawResponse
-from .errors import ConfigurationError
-from .models import RankedVideo, VideoDetail
+from ..pipeline.decoding import RawResponse
+from ..pipeline.errors import ConfigurationError
+from ..pipeline.models import RankedVideo, VideoDetail
 
 __all__ = [
     "DEFAULT_MAX_ITEMS",
