@@ -19,14 +19,11 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -34,6 +31,7 @@ from typing import Any
 import msgspec
 
 from benchmarks.harness import API_KEY, SectionResult, fake_server, print_table, stop_process
+from keyapi_async.testing._redis_server import find_redis_server, redis_server
 
 TITLE = "Redis-shared budget: N worker processes, one key"
 REPO = Path(__file__).resolve().parents[1]
@@ -188,39 +186,6 @@ def run_workers(
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on a free 127.0.0.1 port, no persistence; yields its URL."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError("redis-server not on PATH: run .ci/redis.sh start, or pass --redis-url")
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-             "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:  # wait until it accepts connections (bounded)
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            stop_process(proc)
-
-
 def _summary(run: dict[str, Any]) -> dict[str, float]:
     arrivals = run["arrivals"]
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
@@ -252,10 +217,10 @@ def run(quick: bool, redis_url: str | None = None) -> SectionResult:
     url = redis_url or os.environ.get("KEYAPI_TEST_REDIS_URL")
     with contextlib.ExitStack() as stack:
         if url is None:
-            if shutil.which("redis-server") is None:
+            if find_redis_server() is None:
                 result.add("redis-server", None, "", note="no Redis: pass --redis-url")
                 return result
-            url = stack.enter_context(redis_server())
+            url = stack.enter_context(redis_server()).url
         for workers in (1, 2, 4):
             run_ = run_workers(url, workers, qps, n_ids=int(qps * seconds * 10))
             s = _summary(run_)
@@ -304,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         worker_main(args)
     elif args.check:
         with contextlib.ExitStack() as stack:
-            url = args.redis_url or stack.enter_context(redis_server())
+            url = args.redis_url or stack.enter_context(redis_server()).url
             out = run_workers(
                 url, args.workers, args.qps, args.ids, args.max_concurrency,
                 client_qps=None if args.client_qps is None else parse_qps(args.client_qps),
