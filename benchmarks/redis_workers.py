@@ -7,8 +7,9 @@ rows give, for N = 1, 2, 4: throughput achieved over configured qps (target >= 0
 
 Run alone: ``python -m benchmarks.redis_workers [--quick] [--redis-url URL]``. Without
 ``--redis-url`` (or ``KEYAPI_TEST_REDIS_URL``) it starts a throwaway redis-server if one
-is on PATH. ``--check`` runs one configuration and prints everything as JSON, ids per
-shard included: tests/redis checks exact accounting from it. ``--client-qps auto`` tells
+is on PATH. ``--check`` runs one configuration and prints everything as JSON, ids and
+limiter slots per shard included: tests/redis checks exact accounting and the sharing
+from it. ``--client-qps auto`` tells
 the workers' shared limiter to discover the server's limit instead (with ``--seconds`` to
 stop the crawls after that long): the gateways section's row (benchmarks/gateways.py).
 """
@@ -61,6 +62,27 @@ def auto_unavailable() -> str | None:
     return None
 
 
+def record_slots(limiter: Any) -> list[int]:
+    """Every slot (Redis-clock microseconds) the shared schedule hands ``limiter`` from now
+    on: the evidence that workers drew from one budget (one schedule's slots are at least
+    one interval apart, whoever took them), read without any timing."""
+    slots: list[int] = []
+    reserve, confirm = limiter.reserve, limiter.confirm
+
+    async def reserving() -> tuple[int, int]:
+        slot, delay = await reserve()
+        slots.append(slot)
+        return slot, delay
+
+    async def confirming(slot: int, reserved_at: int | None = None) -> tuple[int, int]:
+        slot, delay = await confirm(slot, reserved_at)
+        slots.append(slot)  # a confirmed slot again, or a fresh one
+        return slot, delay
+
+    limiter.reserve, limiter.confirm = reserving, confirming
+    return slots
+
+
 async def _crawl(
     base_url: str, redis_url: str, name: str, qps: float | str, ids: list[str],
     max_concurrency: int | None, seconds: float | None = None,
@@ -79,6 +101,7 @@ async def _crawl(
     async with ka.RedisRateLimiter(redis_url, **limiter_kw) as limiter, ka.KeyAPIClient(
         API_KEY, base_url=base_url, rate_limiter=limiter, max_concurrency=max_concurrency
     ) as client:
+        slots = record_slots(limiter)
         # Warm up before the start line: a fresh process's first HTTP request runs cold
         # code paths for tens of ms, a one-off delay that is not the limiter's to absorb.
         # The admin route and a zero pause spend nothing from the key's budget.
@@ -107,7 +130,7 @@ async def _crawl(
     return {
         "ids": ids, "fetched": fetched, "missing": missing, "failed": failed, "fatal": fatal,
         "not_attempted": not_attempted, "requests": stats.requests,
-        "rate_limited": stats.rate_limited,
+        "rate_limited": stats.rate_limited, "slots": slots,
     }
 
 
