@@ -36,6 +36,7 @@ import msgspec
 from .models import (
     FINISHERS,
     LINEAGE_FIELDS,
+    UNKNOWN,
     ProductCategory,
     RankedVideo,
     VideoDetail,
@@ -247,6 +248,8 @@ def _read_time(value: object) -> datetime:
     text = value.strip()
     if not _FLOAT.fullmatch(text):
         raise _Unreadable
+    if float(text) == UNKNOWN:
+        raise _Unreadable  # the upstream's "unknown", not a date in 1969: None
     try:
         return datetime.fromtimestamp(float(text), timezone.utc)
     except (OverflowError, OSError, ValueError):
