@@ -9,9 +9,9 @@ Run alone: ``python -m benchmarks.redis_workers [--quick] [--redis-url URL]``. W
 ``--redis-url`` (or ``KEYAPI_TEST_REDIS_URL``) it starts a throwaway redis-server if one
 is on PATH. ``--check`` runs one configuration and prints everything as JSON, ids and
 limiter slots per shard included: tests/redis checks exact accounting and the sharing
-from it. ``--client-qps auto`` tells
-the workers' shared limiter to discover the server's limit instead (with ``--seconds`` to
-stop the crawls after that long): the gateways section's row (benchmarks/gateways.py).
+from it. ``--client-qps auto`` tells the workers' shared limiter to discover the server's
+limit instead (with ``--seconds`` to stop the crawls after that long): the gateways
+section's row (benchmarks/gateways.py).
 """
 
 from __future__ import annotations
