@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from benchmarks.harness import API_KEY, SectionResult, fake_server, print_table, stop_process
-from keyapi_async.testing._redis_server import find_redis_server, redis_server
+from keyapi_async.testing._redis_server import find_redis_server, record_slots, redis_server
 
 TITLE = "Redis-shared budget: N worker processes, one key"
 REPO = Path(__file__).resolve().parents[1]
@@ -60,27 +60,6 @@ def auto_unavailable() -> str | None:
     except Exception as exc:
         return f"RedisRateLimiter(qps='auto') refused ({type(exc).__name__}: {exc})"
     return None
-
-
-def record_slots(limiter: Any) -> list[int]:
-    """Every slot (Redis-clock microseconds) the shared schedule hands ``limiter`` from now
-    on: the evidence that workers drew from one budget (one schedule's slots are at least
-    one interval apart, whoever took them), read without any timing."""
-    slots: list[int] = []
-    reserve, confirm = limiter.reserve, limiter.confirm
-
-    async def reserving() -> tuple[int, int]:
-        slot, delay = await reserve()
-        slots.append(slot)
-        return slot, delay
-
-    async def confirming(slot: int, reserved_at: int | None = None) -> tuple[int, int]:
-        slot, delay = await confirm(slot, reserved_at)
-        slots.append(slot)  # a confirmed slot again, or a fresh one
-        return slot, delay
-
-    limiter.reserve, limiter.confirm = reserving, confirming
-    return slots
 
 
 async def _crawl(

@@ -1,4 +1,5 @@
-"""A throwaway redis-server for tests and benchmarks (tests/redis, benchmarks/redis_workers).
+"""A throwaway redis-server for tests and benchmarks (tests/redis, benchmarks/redis_workers),
+and :func:`record_slots`, what shows that RedisRateLimiters shared one schedule.
 
 Guarantee: :func:`redis_server` yields only once the server has answered ``PING`` on a
 free 127.0.0.1 port, and the process is gone when the ``with`` block exits, however it
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Where Debian's package puts the binary, for when /usr/bin is not on PATH.
 _FALLBACK = "/usr/bin/redis-server"
@@ -125,3 +127,28 @@ def redis_server(directory: str | Path | None = None) -> Iterator[RedisServer]:
             yield RedisServer(f"redis://127.0.0.1:{port}/0", proc)
         finally:
             _stop(proc)
+
+
+def record_slots(limiter: Any) -> list[int]:
+    """Every slot (Redis-clock microseconds) the shared schedule hands the RedisRateLimiter
+    ``limiter`` from now on, confirmed ones twice.
+
+    The evidence that limiters drew from one budget, read without any timing: one
+    schedule's distinct slots are at least one interval apart, whoever took them, where
+    two schedules starting together hand out their first slots microseconds apart.
+    """
+    slots: list[int] = []
+    reserve, confirm = limiter.reserve, limiter.confirm
+
+    async def reserving() -> tuple[int, int]:
+        slot, delay = await reserve()
+        slots.append(slot)
+        return slot, delay
+
+    async def confirming(slot: int, reserved_at: int | None = None) -> tuple[int, int]:
+        slot, delay = await confirm(slot, reserved_at)
+        slots.append(slot)  # the confirmed slot again, or a fresh one
+        return slot, delay
+
+    limiter.reserve, limiter.confirm = reserving, confirming
+    return slots

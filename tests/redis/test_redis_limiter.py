@@ -30,6 +30,7 @@ from keyapi_async.redis_limiter import (
     shard_filter,
 )
 from keyapi_async.testing import FakeKeyAPI
+from keyapi_async.testing._redis_server import record_slots
 
 REPO = Path(__file__).resolve().parents[2]
 MakeLimiter = Callable[..., RedisRateLimiter]
@@ -366,24 +367,6 @@ async def test_redis_lost_mid_crawl_fails_cleanly_and_accounts_for_every_id(
 # -- sharing one key's budget ------------------------------------------------------------
 
 
-def record_slots(limiter: RedisRateLimiter, slots: list[int]) -> RedisRateLimiter:
-    """Log into ``slots`` every slot the shared schedule hands ``limiter``."""
-    reserve, confirm = limiter.reserve, limiter.confirm
-
-    async def reserving() -> tuple[int, int]:
-        slot, delay = await reserve()
-        slots.append(slot)
-        return slot, delay
-
-    async def confirming(slot: int, reserved_at: int | None = None) -> tuple[int, int]:
-        slot, delay = await confirm(slot, reserved_at)
-        slots.append(slot)
-        return slot, delay
-
-    limiter.reserve, limiter.confirm = reserving, confirming  # type: ignore[method-assign]
-    return limiter
-
-
 def assert_one_schedule(slots: list[int], qps: float, requests: int) -> None:
     """The slots came from one budget: every request drew one, and any two are at least
     1/qps apart whoever took them (Redis-clock arithmetic, not timing). Two budgets
@@ -397,12 +380,13 @@ def assert_one_schedule(slots: list[int], qps: float, requests: int) -> None:
 async def test_two_clients_in_one_process_share_the_budget(make_limiter: MakeLimiter) -> None:
     qps = 10
     name = f"shared-{uuid.uuid4().hex}"
-    slots: list[int] = []
+    logs: list[list[int]] = []  # each client's slots
     async with FakeKeyAPI({API_KEY: None}, qps=qps) as server:
         ids = server.make_ids(200)
 
         async def crawl(shard: list[str]) -> list[ka.DetailBatch]:
-            limiter = record_slots(make_limiter(qps, name=name), slots)
+            limiter = make_limiter(qps, name=name)
+            logs.append(record_slots(limiter))
             client = ka.KeyAPIClient(API_KEY, base_url=server.url, rate_limiter=limiter)
             async with client, aclosing(client.iter_detail_batches(shard)) as stream:
                 return [b async for b in stream]
@@ -416,7 +400,7 @@ async def test_two_clients_in_one_process_share_the_budget(make_limiter: MakeLim
     outcome = Counter([*(v.video_id for b in batches for v in b.videos),
                        *(i for b in batches for i in b.missing)])
     assert outcome == Counter(ids)
-    assert_one_schedule(slots, qps, requests)
+    assert_one_schedule([slot for log in logs for slot in log], qps, requests)
 
 
 def test_four_worker_processes_share_one_budget(redis_url: str) -> None:
