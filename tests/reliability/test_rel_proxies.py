@@ -162,25 +162,34 @@ def test_an_unusable_proxy_is_refused_at_construction(proxy: str) -> None:
     assert "pw" not in str(info.value)
 
 
-def test_the_cli_proxy_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def cli_through_proxy(
+    tmp_path: Path, n_ids: int, *args: str, password: str = PASSWORD
+) -> tuple[int, FakeKeyAPI, ForwardProxy]:
+    """``videos`` over ``n_ids`` ids, ``--proxy`` with ``password``, to a proxy that accepts
+    PASSWORD only; the exit code, the API and the proxy (with what they saw)."""
     ids = tmp_path / "ids.txt"
-    monkeypatch.setenv("KEYAPI_API_KEY", API_KEY)
     with LoopThread() as thread:
         api = FakeKeyAPI(api_keys=[API_KEY])
         thread.run(api.start())
         proxy = ForwardProxy({API_HOST: api.url}, credentials=("u", PASSWORD))
         thread.run(proxy.server.__aenter__())
         try:
-            ids.write_text("\n".join(api.make_ids(25)) + "\n")
+            ids.write_text("\n".join(api.make_ids(n_ids)) + "\n")
             code = main([
                 "videos", str(ids), "-o", str(tmp_path / "out.jsonl"), "--base-url",
                 f"http://{API_HOST}", "--proxy",
-                f"http://u:{PASSWORD}@127.0.0.1:{proxy.server.port}", "-v",
+                f"http://u:{password}@127.0.0.1:{proxy.server.port}", *args,
             ])
         finally:
             thread.run(proxy.server.__aexit__())
             thread.run(api.stop())
+    return code, api, proxy
+
+
+def test_the_cli_proxy_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KEYAPI_API_KEY", API_KEY)
+    code, api, proxy = cli_through_proxy(tmp_path, 25, "-v")
     shown = capsys.readouterr()
     assert code == 0, shown.err
     assert len(proxy.seen) == 3 and len(api.requests) == 3
@@ -247,27 +256,13 @@ async def test_a_plain_http_407_is_fatal_and_sent_once() -> None:
 def test_the_cli_aborts_on_a_407_with_one_line_and_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ids = tmp_path / "ids.txt"
     monkeypatch.setenv("KEYAPI_API_KEY", API_KEY)
-    with LoopThread() as thread:
-        api = FakeKeyAPI(api_keys=[API_KEY])
-        thread.run(api.start())
-        proxy = ForwardProxy({API_HOST: api.url}, credentials=("u", "the-right-one"))
-        thread.run(proxy.server.__aenter__())
-        try:
-            ids.write_text("\n".join(api.make_ids(300)) + "\n")
-            code = main([
-                "videos", str(ids), "-o", str(tmp_path / "out.jsonl"), "--base-url",
-                f"http://{API_HOST}", "--proxy",
-                f"http://u:{PASSWORD}@127.0.0.1:{proxy.server.port}",
-            ])
-        finally:
-            thread.run(proxy.server.__aexit__())
-            thread.run(api.stop())
+    wrong = "wr0ng-PASSWORD-canary"
+    code, api, proxy = cli_through_proxy(tmp_path, 300, password=wrong)
     shown = capsys.readouterr()
     assert code == 2, shown.err
     errors = [line for line in shown.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "407 Proxy Authentication Required" in errors[0]
     assert "HTTPS_PROXY" in errors[0] and "Traceback" not in shown.err
     assert api.requests == [] and len(proxy.seen) <= 8  # at most the in-flight window
-    assert PASSWORD not in shown.out + shown.err and API_KEY not in shown.out + shown.err
+    assert wrong not in shown.out + shown.err and API_KEY not in shown.out + shown.err
