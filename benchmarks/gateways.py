@@ -45,7 +45,6 @@ import inspect
 import itertools
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -763,7 +762,7 @@ def _redis_row(result: SectionResult, p: Plan) -> dict[str, Any]:
     from . import redis_workers
 
     url = os.environ.get("KEYAPI_TEST_REDIS_URL")
-    if url is None and shutil.which("redis-server") is None:
+    if url is None and redis_workers.find_redis_server() is None:
         _na(result, label, "no redis-server on PATH and KEYAPI_TEST_REDIS_URL unset")
         return {}
     why = redis_workers.auto_unavailable()
@@ -773,7 +772,7 @@ def _redis_row(result: SectionResult, p: Plan) -> dict[str, Any]:
     rate, seconds, warmup = 50, p.redis_seconds, 15.0
     with contextlib.ExitStack() as stack:
         if url is None:
-            url = stack.enter_context(redis_workers.redis_server())
+            url = stack.enter_context(redis_workers.redis_server()).url
         run_ = redis_workers.run_workers(
             url, 4, rate, n_ids=int(rate * seconds * IDS_PER_REQUEST * 2), client_qps="auto",
             seconds=seconds,

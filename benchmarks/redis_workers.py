@@ -7,10 +7,11 @@ rows give, for N = 1, 2, 4: throughput achieved over configured qps (target >= 0
 
 Run alone: ``python -m benchmarks.redis_workers [--quick] [--redis-url URL]``. Without
 ``--redis-url`` (or ``KEYAPI_TEST_REDIS_URL``) it starts a throwaway redis-server if one
-is on PATH. ``--check`` runs one configuration and prints everything as JSON, ids per
-shard included: tests/redis checks exact accounting from it. ``--client-qps auto`` tells
-the workers' shared limiter to discover the server's limit instead (with ``--seconds`` to
-stop the crawls after that long): the gateways section's row (benchmarks/gateways.py).
+is on PATH. ``--check`` runs one configuration and prints everything as JSON, ids and
+limiter slots per shard included: tests/redis checks exact accounting and the sharing
+from it. ``--client-qps auto`` tells the workers' shared limiter to discover the server's
+limit instead (with ``--seconds`` to stop the crawls after that long): the gateways
+section's row (benchmarks/gateways.py).
 """
 
 from __future__ import annotations
@@ -19,14 +20,11 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 import msgspec
 
 from benchmarks.harness import API_KEY, SectionResult, fake_server, print_table, stop_process
+from keyapi_async.testing._redis_server import find_redis_server, record_slots, redis_server
 
 TITLE = "Redis-shared budget: N worker processes, one key"
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +80,7 @@ async def _crawl(
     async with ka.RedisRateLimiter(redis_url, **limiter_kw) as limiter, ka.KeyAPIClient(
         API_KEY, base_url=base_url, rate_limiter=limiter, max_concurrency=max_concurrency
     ) as client:
+        slots = record_slots(limiter)
         # Warm up before the start line: a fresh process's first HTTP request runs cold
         # code paths for tens of ms, a one-off delay that is not the limiter's to absorb.
         # The admin route and a zero pause spend nothing from the key's budget.
@@ -109,7 +109,7 @@ async def _crawl(
     return {
         "ids": ids, "fetched": fetched, "missing": missing, "failed": failed, "fatal": fatal,
         "not_attempted": not_attempted, "requests": stats.requests,
-        "rate_limited": stats.rate_limited,
+        "rate_limited": stats.rate_limited, "slots": slots,
     }
 
 
@@ -188,39 +188,6 @@ def run_workers(
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway redis-server on a free 127.0.0.1 port, no persistence; yields its URL."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError("redis-server not on PATH: run .ci/redis.sh start, or pass --redis-url")
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-             "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while True:  # wait until it accepts connections (bounded)
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.05)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            stop_process(proc)
-
-
 def _summary(run: dict[str, Any]) -> dict[str, float]:
     arrivals = run["arrivals"]
     span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
@@ -252,10 +219,10 @@ def run(quick: bool, redis_url: str | None = None) -> SectionResult:
     url = redis_url or os.environ.get("KEYAPI_TEST_REDIS_URL")
     with contextlib.ExitStack() as stack:
         if url is None:
-            if shutil.which("redis-server") is None:
+            if find_redis_server() is None:
                 result.add("redis-server", None, "", note="no Redis: pass --redis-url")
                 return result
-            url = stack.enter_context(redis_server())
+            url = stack.enter_context(redis_server()).url
         for workers in (1, 2, 4):
             run_ = run_workers(url, workers, qps, n_ids=int(qps * seconds * 10))
             s = _summary(run_)
@@ -304,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         worker_main(args)
     elif args.check:
         with contextlib.ExitStack() as stack:
-            url = args.redis_url or stack.enter_context(redis_server())
+            url = args.redis_url or stack.enter_context(redis_server()).url
             out = run_workers(
                 url, args.workers, args.qps, args.ids, args.max_concurrency,
                 client_qps=None if args.client_qps is None else parse_qps(args.client_qps),

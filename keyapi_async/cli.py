@@ -73,8 +73,8 @@ examples:
 OUT is locked while the crawl runs: a second crawl on the same OUT is refused at once.
 
 exit codes: 0 all fetched or missing, 1 some ids failed, 2 aborted (bad input or OUT,
-401, 402), 3 OUT could not be written (disk full; free space and re-run), 130
-interrupted (resumable)."""
+401, 402, a proxy's 407), 3 OUT could not be written (disk full; free space and re-run),
+130 interrupted (resumable)."""
 
 _EPILOG_RANKING = """\
 Stores a ranking list page by page, in rank order. Re-running the same command resumes
@@ -87,8 +87,8 @@ examples:
       --category 601450 --ai false --max-pages 50 -o weekly.csv
 
 exit codes: 0 done, 1 a page failed after its retries (re-run to continue), 2 aborted
-(bad input or OUT, 401, 402), 3 OUT could not be written (disk full; free space and
-re-run), 130 interrupted (resumable)."""
+(bad input or OUT, 401, 402, a proxy's 407), 3 OUT could not be written (disk full; free
+space and re-run), 130 interrupted (resumable)."""
 
 _EPILOG_DEMO = """\
 With no key configured (KEYAPI_API_KEY), or with --mock: starts the embedded fake KeyAPI

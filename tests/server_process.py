@@ -7,13 +7,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
+from types import TracebackType
 from typing import Any
 
 import msgspec
 
 
 class ServerProcess:
-    """``python -m keyapi_async.testing`` as a subprocess, with its admin routes."""
+    """``python -m keyapi_async.testing`` as a subprocess, with its admin routes.
+
+    Ready when constructed (it has printed its URL); ``stop()`` or a ``with`` block ends it.
+    """
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
@@ -22,8 +26,19 @@ class ServerProcess:
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        assert line.startswith("listening on "), line
+        if not line.startswith("listening on "):
+            self.stop()
+            raise AssertionError(f"the fake server did not start: {line!r}")
         self.url = line.split()[-1]
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def _get(self, path: str, method: str = "GET") -> Any:
         request = urllib.request.Request(self.url + path, method=method)
@@ -43,3 +58,6 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -44,7 +44,7 @@ def detail_batches(server: FakeKeyAPI) -> list[list[str]]:
     return [r.params["video_ids"].split(",") for r in server.requests if r.path == DETAIL]
 
 
-async def test_server_never_sees_more_than_qps_starts_in_any_second() -> None:
+async def test_a_client_at_the_servers_qps_gets_everything_and_counts_every_429() -> None:
     qps = 20
     async with FakeKeyAPI(
         qps=qps, qps_mode="sliding", count_rejected=True, latency=0.02, jitter=0.01
@@ -53,10 +53,13 @@ async def test_server_never_sees_more_than_qps_starts_in_any_second() -> None:
         async with client_for(server, qps=qps) as client:
             videos = await client.video_details(ids)
         stats = server.stats()
-    assert stats.by_status.get(429, 0) == 0
-    assert stats.busiest_window <= qps
-    assert stats.requests == 60
+    # Outcomes only. The pacing is proven on a virtual clock (tests/test_limiting.py) and
+    # measured in benchmarks/; over real sockets a stall of a loaded machine can bunch two
+    # arrivals into one window, and that 429 must cost time, never data or a credit.
     assert {v.video_id for v in videos} == {i for i in ids if server.is_known(i)}
+    assert stats.by_status[200] == stats.credits_spent == 60  # each batch answered once
+    assert client.stats.rate_limited == stats.by_status.get(429, 0)
+    assert stats.requests == 60 + client.stats.rate_limited
 
 
 async def test_batching_and_dedupe_as_seen_by_the_server() -> None:

@@ -1,7 +1,8 @@
 """The page pass (models.finish_ranking / finish_details) keeps the documented rules.
 
 docs/data-model.md: JSON in a string or a real array -> a list ("" -> []), product ids stay
-exact strings, category ids are text, -99999 -> None, "" region -> None; a nested text the
+exact strings, category ids are text, -99999 -> None (counts and create_time), "" region ->
+None; a nested text the
 rules cannot read is read leniently (salvage) without costing the other records. The page
 pass reads whole pages at once (the ids of all texts split out together), so these tests
 pin it against an oracle written from the spec alone, and a page against its records
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -88,6 +90,10 @@ def ranked_records(draw: st.DrawFn) -> dict[str, Any]:
             record[name] = draw(st.sampled_from([UNKNOWN, str(UNKNOWN), 0, 7, "42"]))
     if draw(st.booleans()):
         record["region"] = draw(st.sampled_from(["", "US", None]))
+    if draw(st.booleans()):
+        record["create_time"] = draw(st.sampled_from(
+            [UNKNOWN, str(UNKNOWN), -99999.0, "1657100315", 1657100315, "0", None]
+        ))
     if draw(st.integers(0, 9)):  # sometimes absent
         record["product_category_list"] = draw(_nested(_categories))
     if draw(st.integers(0, 9)):
@@ -121,6 +127,11 @@ def expected(record: dict[str, Any]) -> dict[str, Any]:
             out[name] = None if value == UNKNOWN else value
     if "region" in record:
         out["region"] = record["region"] or None
+    seconds = record.get("create_time")
+    out["create_time"] = (
+        None if seconds is None or float(seconds) == UNKNOWN
+        else datetime.fromtimestamp(float(seconds), timezone.utc)
+    )
     out["product_category_list"] = _expected_list(
         record.get("product_category_list"), _category_of
     )
@@ -143,6 +154,7 @@ def test_every_documented_form_gives_the_lists_the_spec_says(records: list[dict[
     for record, got in zip(records, decoded.records, strict=True):
         want = expected(record)
         have = _as_dict(got)
+        assert got.create_time == want.pop("create_time"), record
         for name, value in want.items():
             assert have.get(name) == value, (name, record)
         # Ids are text, never numbers (they exceed 2**53).
@@ -271,3 +283,33 @@ def test_detail_pages_clear_unknowns_and_empty_regions_only() -> None:
     assert (first.height, first.total_digg_30d_cnt, first.region) == (None, None, None)
     assert (second.height, second.total_views_cnt, second.region) == (1024, 5, "US")
     assert second.video_desc == "-99999"  # text is text
+
+
+@pytest.mark.parametrize("seconds", [UNKNOWN, str(UNKNOWN), -99999.0, "-99999.0"])
+def test_an_unknown_create_time_is_none_not_1969(seconds: Any) -> None:
+    page = [{"video_id": "1", "create_time": seconds},
+            {"video_id": "2", "create_time": "1657100315"}]
+    for decoder in (DETAIL_DECODER, RANKING_DECODER):
+        repairs = RepairLog()
+        unknown, known = decode_response(decoder, 200, body(page), repairs=repairs).records
+        assert unknown.create_time is None
+        assert known.create_time == datetime(2022, 7, 6, 9, 38, 35, tzinfo=timezone.utc)
+        assert repairs.counts == {}  # the upstream's marker, not an unusual value
+
+
+@pytest.mark.parametrize("seconds", [UNKNOWN, str(UNKNOWN), " -99999 "])
+def test_an_unknown_create_time_is_none_in_a_salvaged_record_too(seconds: Any) -> None:
+    # "576px" makes the typed decode refuse the record: it is read field by field.
+    page = [{"video_id": "1", "height": "576px", "create_time": seconds}]
+    repairs = RepairLog()
+    logging.disable(logging.WARNING)  # the lenient read warns; the counts are checked
+    try:
+        (record,) = decode_response(DETAIL_DECODER, 200, body(page), repairs=repairs).records
+    finally:
+        logging.disable(logging.NOTSET)
+    assert (record.height, record.create_time) == (576, None)
+    # Only a value the typed rules refuse (spaces around) counts as read leniently.
+    expected = {"VideoDetail.height": 1}
+    if seconds == " -99999 ":
+        expected["VideoDetail.create_time"] = 1
+    assert repairs.counts == expected

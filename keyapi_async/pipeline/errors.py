@@ -27,6 +27,7 @@ __all__ = [
     "OutputLockedError",
     "OutputWriteError",
     "PermissionDeniedError",
+    "ProxyAuthenticationError",
     "QuotaExceededError",
     "RateLimitError",
     "RateLimiterUnavailableError",
@@ -397,3 +398,32 @@ class OutputWriteError(OutputError):
     ``report.failed`` (its credit was spent; a resume fetches it again)."""
 
     hint = "free space (or fix the disk) and re-run the same crawl: it resumes where it stopped"
+
+
+class ProxyAuthenticationError(KeyAPIError):
+    """HTTP 407 from a proxy: it wants credentials, or refused the ones sent. Fatal.
+
+    Raised for a 407 to the CONNECT of an https tunnel and for a plain-http 407 alike:
+    every further request through that proxy would be refused too, so nothing is retried.
+    The request never reached the API, so no credit was spent. ``proxy`` is the proxy's
+    URL without credentials (None when no proxy was configured and one on the way
+    answered); the password is never in the message.
+    """
+
+    fatal = True
+    hint = (
+        "check the proxy URL's credentials or HTTPS_PROXY (HTTP_PROXY for http URLs); "
+        "the request never reached the API, so no credit was spent"
+    )
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        request_id: str | None = None,
+        proxy: str | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, request_id=request_id)
+        self.proxy = proxy

@@ -6,7 +6,8 @@ UTC ``datetime``, all in C). What msgspec cannot express is finished by one pass
 decoded page, :func:`finish_details` or :func:`finish_ranking`, which
 :mod:`keyapi_async.decoding` runs on every answer it returns:
 
-* ``-99999`` (the upstream's "unknown") becomes ``None`` in every integer field;
+* ``-99999`` (the upstream's "unknown") becomes ``None`` in every integer field, and in
+  ``create_time`` (where it would read as unix seconds: a date in December 1969);
 * an empty ``region`` becomes ``None``;
 * ``product_category_list`` and ``video_products`` arrive as JSON *inside a string* or,
   at times, as a real array: both become lists (product ids stay strings, they exceed 2**53).
@@ -56,7 +57,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import IntEnum
 from itertools import chain, compress, repeat
 from operator import eq, itemgetter
@@ -80,6 +81,8 @@ LINEAGE_FIELDS = ("fetched_at", "request_id")
 
 #: The upstream's marker for "unknown" in numeric fields; decoded as ``None``.
 UNKNOWN = -99999
+# The marker as msgspec reads it into a datetime field (unix seconds): also "unknown".
+_UNKNOWN_TIME = datetime.fromtimestamp(UNKNOWN, timezone.utc)
 
 
 class VideoRankField(IntEnum):
@@ -138,8 +141,8 @@ class _Video(msgspec.Struct, gc=False):
 class VideoDetail(_Video, gc=False):
     """One video of ``GET /v1/tiktok/video/detail/analytics``.
 
-    ``create_time`` is an aware UTC datetime; ``-99999`` counts are ``None``; an empty
-    ``region`` is ``None``; missing fields are ``None``. A value that does not fit its type
+    ``create_time`` is an aware UTC datetime; ``-99999`` counts and times are ``None``; an
+    empty ``region`` is ``None``; missing fields are ``None``. A value that does not fit its type
     is read leniently or becomes ``None`` (see the module docstring), never failing the
     answer; ``" 1024"`` in ``height`` is 1024, a numeric ``video_id`` its decimal text.
     """
@@ -200,6 +203,10 @@ class _Layout:
         self.at = {f.name: i for i, f in enumerate(fields)}
         #: (position, name) of every integer field: -99999 there becomes None
         self.ints = tuple((i, f.name) for i, f in enumerate(fields) if f.type == (int | None))
+        #: (position, name) of every datetime field: -99999 seconds there becomes None
+        self.times = tuple(
+            (i, f.name) for i, f in enumerate(fields) if f.type == (datetime | None)
+        )
 
 
 _DETAIL = _Layout(VideoDetail)
@@ -343,15 +350,21 @@ def _rows(records: list[Any]) -> list[Any]:
 
 
 def _to_clear(records: list[Any], rows: list[Any], layout: _Layout) -> list[tuple[str, list[Any]]]:
-    """(field, records) pairs to set to None: ``-99999`` in an integer field, ``""`` in
-    ``region``. One C-level scan per column; the records are picked only in a column
-    that holds the value."""
+    """(field, records) pairs to set to None: ``-99999`` in an integer or a datetime
+    field, ``""`` in ``region``. One C-level scan per column; the records are picked only
+    in a column that holds the value."""
     width = layout.width
     found: list[tuple[str, list[Any]]] = []
     for at, name in layout.ints:
         column = rows[at::width]
         if UNKNOWN in column:
             found.append((name, list(compress(records, map(eq, column, repeat(UNKNOWN))))))
+    for at, name in layout.times:
+        column = rows[at::width]
+        if _UNKNOWN_TIME in column:
+            found.append(
+                (name, list(compress(records, map(eq, column, repeat(_UNKNOWN_TIME)))))
+            )
     regions = rows[layout.at["region"] :: width]
     if "" in regions:
         found.append(("region", list(compress(records, map(eq, regions, repeat(""))))))
@@ -364,7 +377,8 @@ def _clear(found: list[tuple[str, list[Any]]]) -> None:
 
 
 def finish_details(records: list[VideoDetail]) -> None:
-    """Finish a decoded detail page in place: ``-99999`` and empty ``region`` -> None."""
+    """Finish a decoded detail page in place: ``-99999`` (counts and ``create_time``) and
+    empty ``region`` -> None."""
     _clear(_to_clear(records, _rows(records), _DETAIL))
 
 

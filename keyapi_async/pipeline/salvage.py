@@ -37,6 +37,7 @@ import msgspec
 from .models import (
     FINISHERS,
     LINEAGE_FIELDS,
+    UNKNOWN,
     ProductCategory,
     RankedVideo,
     VideoDetail,
@@ -248,6 +249,8 @@ def _read_time(value: object) -> datetime:
     text = value.strip()
     if not _FLOAT.fullmatch(text):
         raise _Unreadable
+    if float(text) == UNKNOWN:
+        raise _Unreadable  # the upstream's "unknown", not a date in 1969: None
     try:
         return datetime.fromtimestamp(float(text), timezone.utc)
     except (OverflowError, OSError, ValueError):

@@ -9,6 +9,8 @@ Retry-After, or raises the typed error of an answer it will not hand on:
   that broke off or cannot be decompressed after the status came: the same, with the status;
 * a 3xx: :class:`RedirectError`; redirects are never followed (the API never redirects, and
   following one would carry the key elsewhere and cost several requests per permit);
+* a 407 from a proxy, to an https tunnel's CONNECT or to a plain-http request:
+  :class:`ProxyAuthenticationError` (fatal: every request through it would be refused);
 * a body over ``max_response_bytes``, as sent or decompressed: :class:`ResponseTooLargeError`
   (see :mod:`keyapi_async.bodies`; memory stays bounded).
 
@@ -43,6 +45,7 @@ from .errors import (
     APIUnreachableError,
     ConfigurationError,
     KeyAPIError,
+    ProxyAuthenticationError,
     RedirectError,
     ResponseTooLargeError,
 )
@@ -388,6 +391,7 @@ class Transport:
         session = self._session if self.is_open else await self._open()
         assert session is not None
         status: int | None = None
+        tunnel_refused = False
         try:
             async with session.get(
                 self.base_url + path, params=params, allow_redirects=False, **self._options
@@ -396,6 +400,8 @@ class Transport:
                 self.reachability.answered()
                 if 300 <= status < 400:
                     raise self._redirect(resp)
+                if status == 407:  # only a proxy says this, never the API
+                    raise self._proxy_refused("the request", path)
                 problem: KeyAPIError
                 try:
                     body = await read_body(
@@ -426,9 +432,13 @@ class Transport:
         except asyncio.TimeoutError:
             failure = f"no complete answer within {self._timeout.total:g}s from {path}"
         except (aiohttp.ClientError, OSError) as exc:
+            # aiohttp raises this when the proxy answers an https tunnel's CONNECT.
+            tunnel_refused = isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status == 407
             # The exception's type and text only: never its request_info (headers).
             failure = f"{type(exc).__name__}: {self._redactor.text(str(exc))} ({path})"
         # Raised here, outside the except blocks: no __context__ to an aiohttp exception.
+        if tunnel_refused:
+            raise self._proxy_refused("the tunnel (CONNECT)", path)
         if status is None and self.reachability.unanswered(time.monotonic()):
             via = "" if self.proxy is None else f" through the proxy {self.proxy.url}"
             raise APIUnreachableError(
@@ -436,6 +446,20 @@ class Transport:
                 f"attempts in a row got no answer (last: {failure})"
             )
         raise APIConnectionError(failure, status=status)
+
+    def _proxy_refused(self, what: str, path: str) -> ProxyAuthenticationError:
+        # The proxy's URL as stored holds no credentials; say whether any were sent.
+        if self.proxy is None:
+            where, sent = "a proxy on the way (none configured)", "none configured"
+        else:
+            where = f"the proxy {self.proxy.url} (from {self.proxy.source})"
+            sent = "sent" if self.proxy.authorization is not None else "none in its URL"
+        return ProxyAuthenticationError(
+            f"{where} refused {what} with 407 Proxy Authentication Required; credentials: "
+            f"{sent} ({path})",
+            status=407,
+            proxy=None if self.proxy is None else self.proxy.url,
+        )
 
     def _redirect(self, resp: aiohttp.ClientResponse) -> RedirectError:
         location = self._redactor.text(resp.headers.get("Location", ""))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -16,15 +15,7 @@ import pytest
 import keyapi_async as ka
 from keyapi_async.testing import FakeKeyAPI, Faults
 
-CANARY = "sk-live-LEAKCANARY-7f3a9c2e51d04b6b"
-DETAIL = "/v1/tiktok/video/detail/analytics"
-FAST = ka.RetryPolicy(base_delay=0.001, max_delay=0.005)
-
-
-def client(fake: FakeKeyAPI, **kwargs: Any) -> ka.KeyAPIClient:
-    kwargs.setdefault("qps", 1000)
-    kwargs.setdefault("retry_policy", FAST)
-    return ka.KeyAPIClient(CANARY, base_url=fake.url, **kwargs)
+from .fake_client import CANARY, DETAIL, client
 
 
 def of(events: list[ka.Event], kind: type[ka.Event]) -> list[Any]:
@@ -108,15 +99,6 @@ def test_a_bad_handler_is_refused_at_construction() -> None:
 
 
 # -- KEYAPI_LOG -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sdk_logger() -> Iterator[logging.Logger]:
-    logger = logging.getLogger("keyapi_async")
-    level, handlers = logger.level, list(logger.handlers)
-    yield logger
-    logger.setLevel(level)
-    logger.handlers[:] = handlers
 
 
 def test_creating_a_client_applies_keyapi_log(

@@ -22,16 +22,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import keyapi_async as ka
 from keyapi_async.testing import FakeKeyAPI, Faults
 
-CANARY = "sk-live-LEAKCANARY-7f3a9c2e51d04b6b"
-DETAIL = "/v1/tiktok/video/detail/analytics"
-FAST = ka.RetryPolicy(base_delay=0.001, max_delay=0.005)
-
-
-def client(fake: FakeKeyAPI, **kwargs: Any) -> ka.KeyAPIClient:
-    kwargs.setdefault("qps", 1000)
-    kwargs.setdefault("retry_policy", FAST)
-    return ka.KeyAPIClient(CANARY, base_url=fake.url, **kwargs)
-
+from .fake_client import CANARY, DETAIL, client
 
 
 async def test_spans_and_metrics_from_real_calls_without_the_key() -> None:

@@ -11,16 +11,7 @@ import pytest
 import keyapi_async as ka
 from keyapi_async.testing import FakeKeyAPI, Faults
 
-CANARY = "sk-live-LEAKCANARY-7f3a9c2e51d04b6b"
-DETAIL = "/v1/tiktok/video/detail/analytics"
-RANKING = "/v1/tiktok/video/ranking/analytics"
-FAST = ka.RetryPolicy(base_delay=0.001, max_delay=0.005)
-
-
-def client(fake: FakeKeyAPI, **kwargs: Any) -> ka.KeyAPIClient:
-    kwargs.setdefault("qps", 1000)
-    kwargs.setdefault("retry_policy", FAST)
-    return ka.KeyAPIClient(CANARY, base_url=fake.url, **kwargs)
+from .fake_client import CANARY, DETAIL, RANKING, client
 
 
 @pytest.fixture

@@ -5,20 +5,10 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from keyapi_async._logs import _StderrHandler, setup_logging
-
-
-@pytest.fixture
-def sdk_logger() -> Iterator[logging.Logger]:
-    logger = logging.getLogger("keyapi_async")
-    level, handlers = logger.level, list(logger.handlers)
-    yield logger
-    logger.setLevel(level)
-    logger.handlers[:] = handlers
 
 
 @pytest.mark.parametrize(("value", "level"), [("debug", logging.DEBUG), (" INFO ", logging.INFO)])

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crawl_helpers import jsonl_ids
 
 import keyapi_async as ka
 from keyapi_async.cli import main
 from keyapi_async.testing import FakeKeyAPI
-
-from .conftest import jsonl_ids
 
 DETAIL = "/v1/tiktok/video/detail/analytics"
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,44 +21,21 @@ import pytest
 pytest.importorskip("redis", reason="redis-py not installed: pip install 'keyapi-async[redis]'")
 
 from keyapi_async.limiting.redis import RedisRateLimiter
+from keyapi_async.testing._redis_server import find_redis_server, redis_server
 
 NO_REDIS = (
-    "no Redis for the shared-limiter tests: redis-server is not on PATH and "
+    "no Redis for the shared-limiter tests: redis-server is not on PATH nor in /usr/bin and "
     "KEYAPI_TEST_REDIS_URL is unset (run .ci/redis.sh start, or apt-get install redis-server)"
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def start_redis(directory: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Run redis-server on a free port with no persistence; yield (url, process)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
+    """Run a throwaway redis-server in ``directory``; yield (url, process). Skips without one."""
+    if find_redis_server() is None:
         pytest.skip(NO_REDIS)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # readiness: bounded wait for the port to accept connections
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                break
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0", proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with redis_server(directory) as server:
+        yield server.url, server.process
 
 
 @pytest.fixture(scope="session")

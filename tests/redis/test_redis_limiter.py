@@ -30,6 +30,7 @@ from keyapi_async.limiting.redis import (
     shard_filter,
 )
 from keyapi_async.testing import FakeKeyAPI
+from keyapi_async.testing._redis_server import record_slots
 
 REPO = Path(__file__).resolve().parents[2]
 MakeLimiter = Callable[..., RedisRateLimiter]
@@ -223,10 +224,10 @@ async def test_one_decrease_per_congestion_event_across_workers(
     name = f"shared-{uuid.uuid4().hex}"
     one, other = make_limiter(50, name=name), make_limiter(50, name=name)
     loop = asyncio.get_running_loop()
-    # Both workers' requests started (50 ms ago) before the first 429 came back. (The
+    # Both workers' requests started (1 s ago) before the first 429 came back. (The
     # comparison is on Redis' clock, converted through each request's age: exact to the
-    # jitter of one round trip to Redis.)
-    in_flight = loop.time() - 0.05
+    # jitter of one round trip to Redis, which 1 s covers on a loaded machine too.)
+    in_flight = loop.time() - 1.0
     await one.on_throttle(in_flight)
     await other.on_throttle(in_flight)  # the same event, seen by the other worker
     assert 40 <= other.qps < 45
@@ -366,23 +367,40 @@ async def test_redis_lost_mid_crawl_fails_cleanly_and_accounts_for_every_id(
 # -- sharing one key's budget ------------------------------------------------------------
 
 
+def assert_one_schedule(slots: list[int], qps: float, requests: int) -> None:
+    """The slots came from one budget: every request drew one, and any two are at least
+    1/qps apart whoever took them (Redis-clock arithmetic, not timing). Two budgets
+    starting together would hand out their first slots microseconds apart."""
+    distinct = sorted(set(slots))  # a confirmed slot is logged twice
+    assert len(distinct) >= requests
+    gaps = [b - a for a, b in itertools.pairwise(distinct)]
+    assert min(gaps) >= math.floor(1_000_000 / qps)
+
+
 async def test_two_clients_in_one_process_share_the_budget(make_limiter: MakeLimiter) -> None:
     qps = 10
     name = f"shared-{uuid.uuid4().hex}"
+    logs: list[list[int]] = []  # each client's slots
     async with FakeKeyAPI({API_KEY: None}, qps=qps) as server:
         ids = server.make_ids(200)
 
-        async def crawl(shard: list[str]) -> int:
+        async def crawl(shard: list[str]) -> list[ka.DetailBatch]:
             limiter = make_limiter(qps, name=name)
+            logs.append(record_slots(limiter))
             client = ka.KeyAPIClient(API_KEY, base_url=server.url, rate_limiter=limiter)
             async with client, aclosing(client.iter_detail_batches(shard)) as stream:
-                return sum([len(b.ids) async for b in stream if b.error is None])
+                return [b async for b in stream]
 
         done = await asyncio.gather(crawl(ids[:100]), crawl(ids[100:]))
-        stats = server.stats(API_KEY)
-    assert list(done) == [100, 100]
-    assert stats.by_status.get(429, 0) == 0
-    assert stats.busiest_window <= qps
+        requests = server.stats(API_KEY).requests
+    # Outcome only (how many 429s a loaded machine provokes is the benchmark's business):
+    # no batch failed, and every id came back fetched or missing exactly once.
+    batches = [b for shard in done for b in shard]
+    assert all(b.error is None and b.sent for b in batches)
+    outcome = Counter([*(v.video_id for b in batches for v in b.videos),
+                       *(i for b in batches for i in b.missing)])
+    assert outcome == Counter(ids)
+    assert_one_schedule([slot for log in logs for slot in log], qps, requests)
 
 
 def test_four_worker_processes_share_one_budget(redis_url: str) -> None:
@@ -411,16 +429,16 @@ def test_four_worker_processes_share_one_budget(redis_url: str) -> None:
     run = msgspec.json.decode(proc.stdout.strip().splitlines()[-1])
     stats, shards = run["stats"], run["shards"]
     assert len(shards) == workers
-    assert stats["by_status"].get("429", 0) == 0
-    assert stats["busiest_window"] <= qps
-    assert all(s["fatal"] is None and not s["failed"] and s["rate_limited"] == 0 for s in shards)
+    # Outcome only: nothing raised, no id failed (429s retried are the benchmark's figure).
+    assert all(s["fatal"] is None and not s["failed"] for s in shards)
     # Shards partition the ids file, and every id is fetched or missing exactly once.
     assignment = Counter(i for s in shards for i in s["ids"])
     assert set(assignment) == set(run["ids"]) and max(assignment.values()) == 1
     outcome = Counter(i for s in shards for i in s["fetched"] + s["missing"])
     assert outcome == Counter(run["ids"])
-    assert all(s["ids"] for s in shards)  # every worker had work
+    assert all(s["ids"] and s["slots"] for s in shards)  # every worker had work and drew
     assert stats["requests"] == sum(s["requests"] for s in shards)
+    assert_one_schedule([t for s in shards for t in s["slots"]], qps, stats["requests"])
 
 
 # -- sharding ------------------------------------------------------------------------------

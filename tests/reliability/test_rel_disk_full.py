@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 import pyarrow.parquet as pq
 import pytest
+from crawl_helpers import requested_ids
 from server_process import ServerProcess
 from tmpfs import tmpfs
 
@@ -35,21 +36,10 @@ from keyapi_async.testing import FakeKeyAPI
 pytestmark = pytest.mark.reliability
 
 KEY = "test-key"
-DETAIL = "/v1/tiktok/video/detail/analytics"
 FAST = ka.RetryPolicy(base_delay=0.001, max_delay=0.01)
 RANKING = {"date": "2024-05-06", "region": "US", "video_rank_field": 1, "rank_type": 1}
 #: A record is ~840 bytes of JSON: 160 KiB holds a dozen batches, then the disk is full.
 DISK_KIB = 160
-
-
-def asked(records: list[Any]) -> list[str]:
-    out: list[str] = []
-    for record in records:
-        path = record["path"] if isinstance(record, dict) else record.path
-        params = record["params"] if isinstance(record, dict) else record.params
-        if path == DETAIL:
-            out.extend(params["video_ids"].split(","))
-    return out
 
 
 def stored_ids(out: Path) -> list[str]:
@@ -137,7 +127,7 @@ async def test_disk_full_stops_cleanly_and_resumes_losslessly(fmt: str, disk: An
             again = await ka.crawl_video_details(client, ids, make_sink(disk.path))
         assert again.ok, again.failed
         assert again.skipped_resumed == len(first_stored) + len(first_missing)
-        asked_again = asked(server.requests[asked_first:])
+        asked_again = requested_ids(server.requests[asked_first:])
         # Lossless, and no credit spent twice for anything that was stored.
         assert set(asked_again).isdisjoint(first_stored + first_missing)
         assert set(not_stored) <= set(asked_again)
@@ -196,8 +186,7 @@ async def test_disk_already_full_refused_before_any_request(disk: Any) -> None:
 def test_cli_disk_full_one_line_summary_exit_3_then_resume(
     disk: Any, tmp_path: Path
 ) -> None:
-    server = ServerProcess()
-    try:
+    with ServerProcess() as server:
         ids = FakeKeyAPI().make_ids(1500)
         ids_file = tmp_path / "ids.txt"
         ids_file.write_text("\n".join(ids) + "\n")
@@ -223,17 +212,14 @@ def test_cli_disk_full_one_line_summary_exit_3_then_resume(
         resumed = subprocess.run(command, env=env, capture_output=True, text=True,
                                  timeout=120)
         assert resumed.returncode == 0, resumed.stderr
-        assert set(asked(server.requests()[asked_first:])).isdisjoint(stored)
+        assert set(requested_ids(server.requests()[asked_first:])).isdisjoint(stored)
         final = stored_ids(out)
         assert len(final) == len(set(final))
         assert set(final) | set(missing_ids(out)) == set(ids)
-    finally:
-        server.stop()
 
 
 def test_cli_disk_already_full_exit_3_no_request(disk: Any, tmp_path: Path) -> None:
-    server = ServerProcess()
-    try:
+    with ServerProcess() as server:
         ids_file = tmp_path / "ids.txt"
         ids_file.write_text("\n".join(FakeKeyAPI().make_ids(30)) + "\n")
         disk.fill()
@@ -247,8 +233,6 @@ def test_cli_disk_already_full_exit_3_no_request(disk: Any, tmp_path: Path) -> N
         assert done.stderr.startswith("error: cannot write") and done.stderr.count("\n") == 1
         assert server.requests() == []
         assert leftovers(disk.path) == []
-    finally:
-        server.stop()
 
 
 # -- the two low-level guarantees the above rely on ----------------------------------

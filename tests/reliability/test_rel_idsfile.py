@@ -45,11 +45,8 @@ def asked(server: ServerProcess) -> list[str]:
 
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
-    process = ServerProcess()
-    try:
+    with ServerProcess() as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from crawl_helpers import cli_env, jsonl_ids, requested_ids, wait_for
 from server_process import ServerProcess
 from tmpfs import tmpfs
 
@@ -33,7 +33,6 @@ from keyapi_async.testing import FakeKeyAPI
 pytestmark = pytest.mark.reliability
 
 KEY = "test-key"
-DETAIL = "/v1/tiktok/video/detail/analytics"
 FAST = ka.RetryPolicy(base_delay=0.001, max_delay=0.01)
 RANKING = {"date": "2024-05-06", "region": "US", "video_rank_field": 1, "rank_type": 1}
 
@@ -43,46 +42,10 @@ def make_client(server: FakeKeyAPI, **kwargs: Any) -> ka.KeyAPIClient:
     return ka.KeyAPIClient(KEY, base_url=server.url, retry_policy=FAST, **kwargs)
 
 
-def asked(records: list[Any]) -> list[str]:
-    """Every id sent in a detail request (RequestRecords, or the subprocess's JSON log)."""
-    out: list[str] = []
-    for record in records:
-        path = record["path"] if isinstance(record, dict) else record.path
-        params = record["params"] if isinstance(record, dict) else record.params
-        if path == DETAIL:
-            out.extend(params["video_ids"].split(","))
-    return out
-
-
-def jsonl_ids(path: Path) -> list[str]:
-    data = path.read_bytes()
-    assert data == b"" or data.endswith(b"\n"), "torn last line"
-    return [json.loads(line)["video_id"] for line in data.splitlines()]
-
-
-def wait_for(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 @pytest.fixture
 def server_process() -> Iterator[ServerProcess]:
-    server = ServerProcess("--latency", "0.01")
-    try:
+    with ServerProcess("--latency", "0.01") as server:
         yield server
-    finally:
-        server.stop()
-
-
-def cli_env() -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    env["KEYAPI_API_KEY"] = KEY
-    env.pop("KEYAPI_BASE_URL", None)
-    return env
 
 
 # -- point 1: the lock ----------------------------------------------------------------
@@ -117,7 +80,7 @@ async def test_second_crawl_in_the_same_process_refused_before_any_request(
             with pytest.raises(ka.OutputLockedError, match="another crawl") as caught:
                 await ka.crawl_video_details(client, second_ids, ka.JsonlSink(out))
             assert caught.value.path == str(out) and caught.value.fatal
-            assert not set(asked(server.requests)) & set(second_ids)
+            assert not set(requested_ids(server.requests)) & set(second_ids)
             # Another crawl on a different output is not affected.
             other = await ka.crawl_video_details(client, second_ids[:20], ka.JsonlSink(
                 tmp_path / "other.jsonl"))
@@ -202,16 +165,16 @@ def test_second_cli_crawl_refused_at_once_and_a_killed_holder_leaves_no_stale_lo
     base = [sys.executable, "-m", "keyapi_async", "videos", "-o", str(out),
             "--base-url", server_process.url]
     holder = subprocess.Popen([*base[:4], str(shard_a), *base[4:], "--qps", "5"],
-                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              env=cli_env(KEY), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: out.exists() and out.stat().st_size > 0)
-        second = subprocess.run([*base[:4], str(shard_b), *base[4:]], env=cli_env(),
+        second = subprocess.run([*base[:4], str(shard_b), *base[4:]], env=cli_env(KEY),
                                 capture_output=True, text=True, timeout=60)
         assert holder.poll() is None, "the first crawl was still running"
         assert second.returncode == 2
         assert "being written by another crawl" in second.stderr
         assert "Traceback" not in second.stderr and second.stdout == ""
-        assert not set(asked(server_process.requests())) & set(ids[800:])
+        assert not set(requested_ids(server_process.requests())) & set(ids[800:])
         holder.send_signal(signal.SIGKILL)
         holder.communicate(timeout=30)
     finally:
@@ -221,7 +184,7 @@ def test_second_cli_crawl_refused_at_once_and_a_killed_holder_leaves_no_stale_lo
     assert (tmp_path / "out.jsonl.lock").exists()  # left by kill -9, but locks nothing
     complete = out.read_bytes().rsplit(b"\n", 1)[0]  # a kill may in principle tear a line
     stored = {json.loads(line)["video_id"] for line in complete.splitlines()}
-    again = subprocess.run([*base[:4], str(shard_b), *base[4:]], env=cli_env(),
+    again = subprocess.run([*base[:4], str(shard_b), *base[4:]], env=cli_env(KEY),
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
     assert not (tmp_path / "out.jsonl.lock").exists()
@@ -313,7 +276,7 @@ def test_foreign_file_overwritten_only_with_no_resume(
     assert main([*args, "--no-resume"]) == 0
     assert "my own data" not in out.read_text()
     assert main(args) == 0  # now the crawl's own output: a resume, no request
-    assert len(asked(server_process.requests())) == 30
+    assert len(requested_ids(server_process.requests())) == 30
 
 
 def test_read_only_directory_refused_before_any_request(

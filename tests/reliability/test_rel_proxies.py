@@ -162,26 +162,107 @@ def test_an_unusable_proxy_is_refused_at_construction(proxy: str) -> None:
     assert "pw" not in str(info.value)
 
 
-def test_the_cli_proxy_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def cli_through_proxy(
+    tmp_path: Path, n_ids: int, *args: str, password: str = PASSWORD
+) -> tuple[int, FakeKeyAPI, ForwardProxy]:
+    """``videos`` over ``n_ids`` ids, ``--proxy`` with ``password``, to a proxy that accepts
+    PASSWORD only; the exit code, the API and the proxy (with what they saw)."""
     ids = tmp_path / "ids.txt"
-    monkeypatch.setenv("KEYAPI_API_KEY", API_KEY)
     with LoopThread() as thread:
         api = FakeKeyAPI(api_keys=[API_KEY])
         thread.run(api.start())
         proxy = ForwardProxy({API_HOST: api.url}, credentials=("u", PASSWORD))
         thread.run(proxy.server.__aenter__())
         try:
-            ids.write_text("\n".join(api.make_ids(25)) + "\n")
+            ids.write_text("\n".join(api.make_ids(n_ids)) + "\n")
             code = main([
                 "videos", str(ids), "-o", str(tmp_path / "out.jsonl"), "--base-url",
                 f"http://{API_HOST}", "--proxy",
-                f"http://u:{PASSWORD}@127.0.0.1:{proxy.server.port}", "-v",
+                f"http://u:{password}@127.0.0.1:{proxy.server.port}", *args,
             ])
         finally:
             thread.run(proxy.server.__aexit__())
             thread.run(api.stop())
+    return code, api, proxy
+
+
+def test_the_cli_proxy_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KEYAPI_API_KEY", API_KEY)
+    code, api, proxy = cli_through_proxy(tmp_path, 25, "-v")
     shown = capsys.readouterr()
     assert code == 0, shown.err
     assert len(proxy.seen) == 3 and len(api.requests) == 3
     assert PASSWORD not in shown.out + shown.err and API_KEY not in shown.out + shown.err
+
+
+# -- 407 Proxy Authentication Required: fatal, typed, no password shown ------------------
+
+
+def assert_proxy_refused(error: ka.ProxyAuthenticationError, proxy_port: int) -> None:
+    assert error.fatal and not error.retryable and error.status == 407
+    assert error.proxy == f"http://127.0.0.1:{proxy_port}"
+    assert "check the proxy URL's credentials or HTTPS_PROXY" in str(error)
+    shown = str(error) + repr(error) + "".join(traceback.format_exception(error))
+    for e in chain(error):
+        shown += repr(e) + str(e)
+    assert PASSWORD not in shown and API_KEY not in shown
+    # No aiohttp exception (its request_info holds the headers) anywhere in the chain.
+    assert all(isinstance(e, ka.KeyAPIError) for e in chain(error))
+
+
+async def test_a_407_to_the_https_tunnel_is_fatal_and_sent_once() -> None:
+    connects: list[str] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connects.append((await reader.readuntil(b"\r\n\r\n")).decode())
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                     b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n\r\n')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with ka.KeyAPIClient(
+            API_KEY, base_url=f"https://{API_HOST}", max_concurrency=1,
+            proxy=f"http://user:{PASSWORD}@127.0.0.1:{port}",
+        ) as client:
+            with pytest.raises(ka.ProxyAuthenticationError) as info:
+                await client.video_details(FakeKeyAPI().make_ids(30))  # three batches
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(connects) == 1  # not retried, and no further batch started
+    assert connects[0].startswith(f"CONNECT {API_HOST}:443 ")
+    assert "tunnel (CONNECT)" in str(info.value) and "credentials: sent" in str(info.value)
+    assert_proxy_refused(info.value, port)
+
+
+async def test_a_plain_http_407_is_fatal_and_sent_once() -> None:
+    async with FakeKeyAPI(api_keys=[API_KEY]) as api:
+        proxy = ForwardProxy({API_HOST: api.url}, credentials=("user", "the-right-one"))
+        async with proxy.server, ka.KeyAPIClient(
+            API_KEY, base_url=f"http://{API_HOST}", max_concurrency=1,
+            proxy=f"http://user:{PASSWORD}@127.0.0.1:{proxy.server.port}",
+        ) as client:
+            with pytest.raises(ka.ProxyAuthenticationError) as info:
+                await client.video_details(api.make_ids(30))
+            assert client.stats.credits_spent == 0
+    assert len(proxy.seen) == 1 and api.requests == []  # never reached the API
+    assert_proxy_refused(info.value, proxy.server.port)
+
+
+def test_the_cli_aborts_on_a_407_with_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KEYAPI_API_KEY", API_KEY)
+    wrong = "wr0ng-PASSWORD-canary"
+    code, api, proxy = cli_through_proxy(tmp_path, 300, password=wrong)
+    shown = capsys.readouterr()
+    assert code == 2, shown.err
+    errors = [line for line in shown.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "407 Proxy Authentication Required" in errors[0]
+    assert "HTTPS_PROXY" in errors[0] and "Traceback" not in shown.err
+    assert api.requests == [] and len(proxy.seen) <= 8  # at most the in-flight window
+    assert wrong not in shown.out + shown.err and API_KEY not in shown.out + shown.err

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from server_process import ServerProcess
 
 import keyapi_async as ka
 from keyapi_async.testing import FakeKeyAPI
@@ -39,30 +38,11 @@ def peak_rss_mb() -> float:
 
 @pytest.fixture
 def server_url() -> Iterator[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "keyapi_async.testing",
-        "--port",
-        "0",
-        "--seed",
-        "99",
-        "--latency",
-        "0.005",
-        "--jitter",
-        "0.005",
-    ]
+    args = ["--seed", "99", "--latency", "0.005", "--jitter", "0.005"]
     for name, rate in FAULTS.items():
         args += ["--fault", f"{name}={rate}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening on "), line
-        yield line.split()[-1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with ServerProcess(*args) as server:
+        yield server.url
 
 
 async def test_soak_50k_ids_with_mixed_faults(server_url: str, tmp_path: Path) -> None:
