@@ -19,7 +19,9 @@ taken within each round (paired: a busy second hits both sides of a pair alike).
 
 ``python -m benchmarks.overhead --profile sdk|bare [-n N]`` only runs N calls of one
 client under pyinstrument and prints the call tree and the flat list of frames (the
-``bench`` extra installs it): where the client's time goes.
+``bench`` extra installs it): where the client's time goes. Pyinstrument samples the wall
+clock: trust a profile only when its "CPU time" is close to its "Duration" (on a shared
+machine, time spent preempted is charged to whatever frame was running).
 """
 
 from __future__ import annotations
