@@ -9,8 +9,9 @@ Guarantees:
 
 * **Batching.** Ids wait at most ``window`` seconds (default 5 ms) or until ``batch_size``
   (10) are waiting, whichever comes first, then leave together, oldest first. While
-  ``max_in_flight`` fetches are already running, ids keep gathering: under load, batches
-  leave full and the window only costs latency when the API is idle.
+  ``partial_in_flight`` fetches are already running, ids keep gathering: under load,
+  batches leave full and the window only costs latency when the API is idle. A full
+  batch has nothing left to gather: only ``max_in_flight`` holds it back.
 * **Once on the wire.** An id is fetched once while a fetch for it is queued or running;
   later callers join it. (After the answer, a new ask fetches again: freshness across
   time is the cache's job, not this one's.)
@@ -164,8 +165,11 @@ class Coalescer(Generic[R]):
         window: Seconds the first queued id waits for company (>= 0).
         batch_size: Ids per fetch (the API takes 10).
         max_in_flight: Cap on fetches running at once: an int, a callable read at each
-            dispatch (the client's lets a batch leave only when no other waits for a rate
-            limiter permit, and calls :meth:`wake` when one gets it), or None for no cap.
+            dispatch, or None for no cap.
+        partial_in_flight: The cap under which a batch that is not full may leave (its
+            window passed); above it, it keeps gathering ids. Same forms; None: the same
+            as ``max_in_flight``. (The client's lets such a batch leave only when no other
+            waits for a rate limiter permit, and calls :meth:`wake` when one gets it.)
         emit: Receives a :class:`~keyapi_async.events.BatchCoalesced` per batch sent.
         cancel_abandoned: Called with a batch's fetch task when every caller of the batch
             has left; True cancels the fetch. None (the default): never, the batch runs to
@@ -179,6 +183,7 @@ class Coalescer(Generic[R]):
         window: float = DEFAULT_WINDOW,
         batch_size: int = 10,
         max_in_flight: int | Callable[[], int] | None = None,
+        partial_in_flight: int | Callable[[], int] | None = None,
         emit: Callable[[Event], None] | None = None,
         cancel_abandoned: Callable[[asyncio.Task[None]], bool] | None = None,
     ) -> None:
@@ -186,16 +191,11 @@ class Coalescer(Generic[R]):
             raise ValueError(f"window must be a number of seconds >= 0, got {window!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if max_in_flight is None:
-            self._cap: Callable[[], int] = lambda: 1 << 62
-        elif callable(max_in_flight):
-            self._cap = max_in_flight
-        elif isinstance(max_in_flight, int) and not isinstance(max_in_flight, bool) \
-                and max_in_flight >= 1:
-            self._cap = lambda: max_in_flight
-        else:
-            raise ValueError(f"max_in_flight must be an int >= 1, a callable or None, "
-                             f"got {max_in_flight!r}")
+        self._cap = _as_cap(max_in_flight, "max_in_flight")
+        self._partial_cap = (
+            self._cap if partial_in_flight is None
+            else _as_cap(partial_in_flight, "partial_in_flight")
+        )
         self._fetch = fetch
         self.window = float(window)
         self.batch_size = batch_size
@@ -273,7 +273,7 @@ class Coalescer(Generic[R]):
                     await asyncio.shield(asyncio.gather(*abandoned, return_exceptions=True))
 
     def wake(self) -> None:
-        """Send what may leave now: call it when ``max_in_flight`` may have grown."""
+        """Send what may leave now: call it when a cap may have grown."""
         if self._closed is None:
             self._pump()
 
@@ -393,11 +393,16 @@ class Coalescer(Generic[R]):
 
     def _pump(self) -> None:
         """Send every batch that may leave now: full, or due, while the cap allows."""
-        pending = self._pending
-        while len(self._tasks) < self._cap():
-            if pending:
+        pending, tasks = self._pending, self._tasks
+        while True:
+            if pending:  # full: nothing to wait for but a free slot
+                if len(tasks) >= self._cap():
+                    break
                 batch = pending.popleft()
-            elif self._open is not None and self._due:
+            elif (
+                self._open is not None and self._due
+                and len(tasks) < min(self._cap(), self._partial_cap())
+            ):
                 batch, self._open = self._open, None
             else:
                 break
@@ -451,6 +456,16 @@ class Coalescer(Generic[R]):
         self._pending.clear()
         self._open = None
         self._idle()
+
+
+def _as_cap(value: int | Callable[[], int] | None, name: str) -> Callable[[], int]:
+    if value is None:
+        return lambda: 1 << 62
+    if callable(value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return lambda: value
+    raise ValueError(f"{name} must be an int >= 1, a callable or None, got {value!r}")
 
 
 def _add(batch: _Batch, caller: _Caller, ids: int) -> None:
