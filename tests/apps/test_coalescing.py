@@ -265,6 +265,29 @@ def test_a_big_call_cancelled_before_its_batches_left_sends_only_what_others_wan
     run_virtual(scenario())
 
 
+def test_full_batches_leave_up_to_max_in_flight_a_partial_one_under_its_own_cap() -> None:
+    async def scenario() -> None:
+        fetch = FakeFetch()
+        c: Coalescer[str] = Coalescer(fetch, max_in_flight=3, partial_in_flight=1, window=1.0)
+        caller = spawn(c.get([str(n) for n in range(25)]))
+        first, second = await fetch.calls_made(2)  # both full batches at once
+        assert first.at == second.at == 0.0 and c.queued == 5
+        # Virtual time: the window passes, yet the partial batch keeps gathering while
+        # the partial cap (one fetch) is reached.
+        await asyncio.sleep(5.0)
+        assert len(fetch.calls) == 2 and c.queued == 5
+        first.answer()
+        await yield_to_tasks()
+        assert len(fetch.calls) == 2  # one fetch still runs: the cap of a partial batch
+        second.answer()
+        _, _, third = await fetch.calls_made(3)
+        assert third.ids == [str(n) for n in range(20, 25)] and third.at == 5.0
+        third.answer()
+        assert await caller == [rec(str(n)) for n in range(25)]
+
+    run_virtual(scenario())
+
+
 def test_batch_event_counts_the_asks_a_request_serves() -> None:
     async def scenario() -> None:
         fetch = FakeFetch()
@@ -523,7 +546,7 @@ def test_aclose_fails_waiting_callers_and_refuses_new_ones() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"window": -1}, {"window": float("nan")}, {"batch_size": 0}, {"batch_size": True},
-     {"max_in_flight": 0}, {"max_in_flight": 1.5}],
+     {"max_in_flight": 0}, {"max_in_flight": 1.5}, {"partial_in_flight": 0}],
 )
 def test_bad_arguments_are_refused(kwargs: dict[str, Any]) -> None:
     async def fetch(ids: list[str]) -> Fetched[str]:
