@@ -149,7 +149,7 @@ def _spread(values: list[float]) -> str:
 def run(quick: bool) -> SectionResult:
     """Interleave the clients against one server process; judge throughput ratios."""
     result = SectionResult(TITLE)
-    n_ids, rounds = (500, 2) if quick else (3000, 15)
+    n_ids, rounds = (500, 2) if quick else (3000, 31)
     data = SyntheticData(seed=0, known_ratio=0.9, ranking_length=0)
     ids = data.make_ids(n_ids)
     expected = sum(data.is_known(i) for i in ids)
@@ -187,10 +187,13 @@ def run(quick: bool) -> SectionResult:
     ours = med[SDK]["requests_per_s"]
     vs_bare = ours / med[BARE]["requests_per_s"]
     vs_httpx = ours / med[HTTPX]["requests_per_s"]
-    result.add("throughput vs bare aiohttp", vs_bare, "x", target=">= 0.9x", ok=vs_bare >= 0.9)
-    paired = _paired(samples, SDK, "requests_per_s")
-    result.add("throughput vs bare aiohttp, paired by round", statistics.median(paired), "x",
-               note=_spread(paired))
+    # Judged on the ratio taken within each round: on a shared machine a busy second
+    # slows both sides of a pair, while the medians of the two columns may come from
+    # different seconds.
+    paired = statistics.median(_paired(samples, SDK, "requests_per_s"))
+    result.add("throughput vs bare aiohttp, paired by round", paired, "x", target=">= 0.9x",
+               ok=paired >= 0.9, note=_spread(_paired(samples, SDK, "requests_per_s")))
+    result.add("throughput vs bare aiohttp, ratio of medians", vs_bare, "x")
     result.add("throughput vs httpx + pydantic", vs_httpx, "x", target=">= 3x", ok=vs_httpx >= 3)
     for name in (SDK, PLAIN):
         cpu = _paired(samples, name, "cpu_us_per_request")
