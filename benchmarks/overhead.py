@@ -1,20 +1,35 @@
 """Section 2: what the client costs per request, end to end over loopback.
 
 The fake server runs in its own process with no QPS limit and no latency, so the client
-process's CPU time (``time.process_time``) is the client's alone. Three clients fetch the
+process's CPU time (``time.process_time``) is the client's alone. The clients fetch the
 same ids with the same in-flight cap, interleaved round by round in one event loop:
 
-* ``keyapi_async``: ``client.video_details(ids)`` (validation, dedupe, batching, limiter,
-  in-flight cap, retry wrapper, typed decoding, accounting);
+* ``keyapi_async``: ``client.video_details(ids)`` as configured by default (coalescing on,
+  no hooks, no cache): validation, dedupe, the coalescer, limiter, in-flight cap, retry
+  wrapper, typed decoding, accounting;
+* ``keyapi_async, coalesce=False``: the same call without the coalescer (what it costs);
 * ``bare aiohttp + msgspec``: a semaphore, ``session.get``, ``resp.read()`` and the SDK's
   own msgspec decoder: the floor of this stack;
 * ``httpx + pydantic``: what a user might write: ``httpx.AsyncClient`` and pydantic v2
   ``model_validate_json`` of equivalent models.
+
+Each round yields CPU µs per request and requests per second for every client; the
+section reports medians, the spread (min-max over rounds) and the ratio to the bare loop
+taken within each round (paired: a busy second hits both sides of a pair alike).
+
+``python -m benchmarks.overhead --profile sdk|bare [-n N]`` only runs N calls of one
+client under pyinstrument and prints the call tree and the flat list of frames (the
+``bench`` extra installs it): where the client's time goes. Pyinstrument samples the wall
+clock: trust a profile only when its "CPU time" is close to its "Duration" (on a shared
+machine, time spent preempted is charged to whatever frame was running).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import resource
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -86,31 +101,55 @@ def _measure(
     requests = (len(ids) + 9) // 10
 
     def measure() -> dict[str, float]:
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
         cpu0, t0 = time.process_time(), time.perf_counter()
         got = loop.run_until_complete(asyncio.wait_for(fetch(ids), timeout=120))
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         if got != expected:
             raise AssertionError(f"expected {expected} records, got {got}")
-        return {"requests_per_s": requests / wall, "cpu_us_per_request": cpu / requests * 1e6}
+        return {
+            "requests_per_s": requests / wall,
+            "cpu_us_per_request": cpu / requests * 1e6,
+            # The kernel's share (socket sends and the wake-ups of the server they cause).
+            "sys_us_per_request": (usage.ru_stime - usage0.ru_stime) / requests * 1e6,
+        }
 
     return measure
 
 
 async def _open_clients(
     url: str,
-) -> tuple[ka.KeyAPIClient, aiohttp.ClientSession, httpx.AsyncClient]:
+) -> tuple[ka.KeyAPIClient, ka.KeyAPIClient, aiohttp.ClientSession, httpx.AsyncClient]:
     # Inside the loop: aiohttp binds its connector to the running loop.
     client = ka.KeyAPIClient(API_KEY, base_url=url, qps=100_000, max_concurrency=CONCURRENCY)
+    plain = ka.KeyAPIClient(
+        API_KEY, base_url=url, qps=100_000, max_concurrency=CONCURRENCY, coalesce=False
+    )
     session = aiohttp.ClientSession(headers=HEADERS, connector=aiohttp.TCPConnector(limit=0))
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     hclient = httpx.AsyncClient(base_url=url, headers=HEADERS, limits=limits)
-    return client, session, hclient
+    return client, plain, session, hclient
+
+
+SDK, PLAIN, BARE, HTTPX = (
+    "keyapi_async", "keyapi_async, coalesce=False", "bare aiohttp + msgspec", "httpx + pydantic"
+)
+
+
+def _paired(samples: dict[str, dict[str, list[float]]], name: str, metric: str) -> list[float]:
+    """``name``'s metric over the bare loop's, round by round."""
+    return [a / b for a, b in zip(samples[name][metric], samples[BARE][metric], strict=True)]
+
+
+def _spread(values: list[float]) -> str:
+    return f"min {min(values):.3g}, max {max(values):.3g} over {len(values)} rounds"
 
 
 def run(quick: bool) -> SectionResult:
-    """Interleave the three clients against one server process; judge throughput ratios."""
+    """Interleave the clients against one server process; judge throughput ratios."""
     result = SectionResult(TITLE)
-    n_ids, rounds = (500, 2) if quick else (3000, 9)
+    n_ids, rounds = (500, 2) if quick else (3000, 31)
     data = SyntheticData(seed=0, known_ratio=0.9, ranking_length=0)
     ids = data.make_ids(n_ids)
     expected = sum(data.is_known(i) for i in ids)
@@ -118,12 +157,13 @@ def run(quick: bool) -> SectionResult:
     try:
         with fake_server() as server:
             url = server.url
-            client, session, hclient = loop.run_until_complete(_open_clients(url))
+            client, plain, session, hclient = loop.run_until_complete(_open_clients(url))
             try:
                 fetches = {
-                    "keyapi_async": sdk_fetch(client),
-                    "bare aiohttp + msgspec": bare_fetch(session, url + DETAIL_PATH),
-                    "httpx + pydantic": httpx_fetch(hclient),
+                    SDK: sdk_fetch(client),
+                    PLAIN: sdk_fetch(plain),
+                    BARE: bare_fetch(session, url + DETAIL_PATH),
+                    HTTPX: httpx_fetch(hclient),
                 }
                 timers = {n: _measure(loop, f, ids, expected) for n, f in fetches.items()}
                 for timer in timers.values():  # warm up: connections, caches
@@ -131,6 +171,7 @@ def run(quick: bool) -> SectionResult:
                 samples = interleave(timers, rounds)
             finally:
                 loop.run_until_complete(client.aclose())
+                loop.run_until_complete(plain.aclose())
                 loop.run_until_complete(session.close())
                 loop.run_until_complete(hclient.aclose())
     finally:
@@ -138,21 +179,69 @@ def run(quick: bool) -> SectionResult:
     med = medians(samples)
     result.raw = {"ids": n_ids, "concurrency": CONCURRENCY, "samples": samples}
     for name, metrics in med.items():
-        result.add(f"{name}: throughput", metrics["requests_per_s"], "req/s")
-        result.add(f"{name}: client CPU", metrics["cpu_us_per_request"], "µs/req")
-    ours = med["keyapi_async"]["requests_per_s"]
-    vs_bare = ours / med["bare aiohttp + msgspec"]["requests_per_s"]
-    vs_httpx = ours / med["httpx + pydantic"]["requests_per_s"]
-    result.add("throughput vs bare aiohttp", vs_bare, "x", target=">= 0.8x", ok=vs_bare >= 0.8)
+        result.add(f"{name}: throughput", metrics["requests_per_s"], "req/s",
+                   note=_spread(samples[name]["requests_per_s"]))
+        result.add(f"{name}: client CPU", metrics["cpu_us_per_request"], "µs/req",
+                   note=_spread(samples[name]["cpu_us_per_request"]))
+        result.add(f"{name}: of which kernel", metrics["sys_us_per_request"], "µs/req")
+    ours = med[SDK]["requests_per_s"]
+    vs_bare = ours / med[BARE]["requests_per_s"]
+    vs_httpx = ours / med[HTTPX]["requests_per_s"]
+    # Judged on the ratio taken within each round: on a shared machine a busy second
+    # slows both sides of a pair, while the medians of the two columns may come from
+    # different seconds.
+    paired = statistics.median(_paired(samples, SDK, "requests_per_s"))
+    result.add("throughput vs bare aiohttp, paired by round", paired, "x", target=">= 0.9x",
+               ok=paired >= 0.9, note=_spread(_paired(samples, SDK, "requests_per_s")))
+    result.add("throughput vs bare aiohttp, ratio of medians", vs_bare, "x")
     result.add("throughput vs httpx + pydantic", vs_httpx, "x", target=">= 3x", ok=vs_httpx >= 3)
-    cpu_ratio = (
-        med["keyapi_async"]["cpu_us_per_request"]
-        / med["bare aiohttp + msgspec"]["cpu_us_per_request"]
-    )
-    result.add("CPU per request vs bare aiohttp", cpu_ratio, "x")
+    for name in (SDK, PLAIN):
+        cpu = _paired(samples, name, "cpu_us_per_request")
+        result.add(f"{name}: CPU per request vs bare aiohttp, paired by round",
+                   statistics.median(cpu), "x", note=_spread(cpu))
     result.notes.append(
         f"{n_ids} ids ({n_ids // 10} requests of 10) per run, max_concurrency {CONCURRENCY} "
         f"for all, client qps 100000; medians of {rounds} interleaved rounds; server in "
         "its own process (its CPU is not counted)"
     )
     return result
+
+
+def profile(which: str, calls: int) -> None:
+    """Run ``calls`` calls of one client (after a warm-up) under pyinstrument; print."""
+    from pyinstrument import Profiler
+    from pyinstrument.renderers import ConsoleRenderer
+
+    data = SyntheticData(seed=0, known_ratio=0.9, ranking_length=0)
+    ids = data.make_ids(3000)
+    loop = asyncio.new_event_loop()
+    try:
+        with fake_server() as server:
+            client, plain, session, hclient = loop.run_until_complete(_open_clients(server.url))
+            try:
+                fetch = {
+                    "sdk": sdk_fetch(client), "plain": sdk_fetch(plain),
+                    "bare": bare_fetch(session, server.url + DETAIL_PATH),
+                }[which]
+                loop.run_until_complete(fetch(ids))
+                profiler = Profiler(interval=0.0005, async_mode="disabled")
+                profiler.start()
+                for _ in range(calls):
+                    loop.run_until_complete(fetch(ids))
+                profiler.stop()
+            finally:
+                for closing in (client.aclose(), plain.aclose(), session.close(),
+                                hclient.aclose()):
+                    loop.run_until_complete(closing)
+    finally:
+        loop.close()
+    print(profiler.output_text(unicode=True, color=False))
+    print(profiler.output(ConsoleRenderer(unicode=True, color=False, flat=True)))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead")
+    parser.add_argument("--profile", choices=("sdk", "plain", "bare"), required=True)
+    parser.add_argument("-n", type=int, default=10, help="calls of 3,000 ids")
+    args = parser.parse_args()
+    profile(args.profile, args.n)

@@ -264,16 +264,15 @@ class KeyAPIClient(DetailCalls, RankingCalls):
     def _new_coalescer(self) -> Coalescer[VideoDetail]:
         return Coalescer(
             self._coalesced_fetch, window=self._coalesce_window,
-            max_in_flight=self._coalesced_cap, emit=self._emit,
-            cancel_abandoned=self._may_cancel,
+            max_in_flight=lambda: self._inflight.limit, partial_in_flight=self._coalesced_cap,
+            emit=self._emit, cancel_abandoned=self._may_cancel,
         )
 
     def _coalesced_cap(self) -> int:
-        """Shared requests running at once: a new batch leaves only when no other waits
-        for its permit (those on the wire or between retries do not count). Ids keep
-        gathering meanwhile, so while the limiter is the bottleneck batches leave full
-        instead of queueing half-empty for permits; a batch not yet started counts as
-        waiting."""
+        """The cap for a batch that is not full: it leaves only when no other waits for its
+        permit (those on the wire or between retries do not count). Ids keep gathering
+        meanwhile, so while the limiter is the bottleneck batches leave full instead of
+        queueing half-empty for permits; a batch not yet started counts as waiting."""
         moving = sum(not request.waiting for request in self._coalesced.values())
         return min(self._inflight.limit, moving + 1)
 

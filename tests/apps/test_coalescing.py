@@ -211,6 +211,83 @@ def test_under_load_ids_gather_into_full_batches_while_fetches_are_busy() -> Non
     run_virtual(scenario())
 
 
+def test_a_big_calls_full_batches_leave_at_once_and_later_callers_join_its_ids() -> None:
+    async def scenario() -> None:
+        fetch = FakeFetch()
+        c: Coalescer[str] = Coalescer(fetch, window=30.0)
+        early = spawn(c.get(["e1", "e2"]))  # gathers: waits for company or its window
+        await yield_to_tasks()
+        big = spawn(c.get([str(n) for n in range(25)]))
+        await yield_to_tasks()
+        late = spawn(c.get(["3", "24", "e1", "new"]))  # three ids queued or on the wire
+        await yield_to_tasks()
+        first, second = await fetch.calls_made(2)
+        # The big call's first ids top up the gathering batch: ids leave in the order
+        # asked; its next ten leave at once, without waiting for the window.
+        assert first.ids == ["e1", "e2", *map(str, range(8))] and first.at == 0.0
+        assert second.ids == [str(n) for n in range(8, 18)] and second.at == 0.0
+        assert c.joined == 3
+        _, _, third = await fetch.calls_made(3)
+        assert third.ids == [*map(str, range(18, 25)), "new"] and third.at == 30.0
+        for call in fetch.calls:
+            call.answer(unknown=frozenset({"7"}))
+        assert await early == [rec("e1"), rec("e2")]
+        assert await big == [None if n == 7 else rec(str(n)) for n in range(25)]
+        assert await late == [rec("3"), rec("24"), rec("e1"), rec("new")]
+        sent = [i for call in fetch.calls for i in call.ids]
+        assert len(sent) == len(set(sent)) == 28  # every id on the wire once
+        assert not c._entries and c.queued == 0
+
+    run_virtual(scenario())
+
+
+def test_a_big_call_cancelled_before_its_batches_left_sends_only_what_others_want() -> None:
+    async def scenario() -> None:
+        fetch = FakeFetch()
+        c: Coalescer[str] = Coalescer(fetch, max_in_flight=1, window=10.0)
+        big = spawn(c.get([str(n) for n in range(30)]))
+        [first] = await fetch.calls_made(1)  # 0-9 on the wire, two full batches queued
+        joiner = spawn(c.get(["15"]))
+        await yield_to_tasks()
+        assert c.queued == 20 and c.joined == 1
+        big.cancel()
+        await asyncio.wait([big])
+        assert c.queued == 1  # "15" is still wanted; the other 19 are dropped unsent
+        assert not first.cancelled  # on the wire: it completes
+        first.answer()
+        _, second = await fetch.calls_made(2)
+        assert second.ids == ["15"]
+        second.answer()
+        assert await joiner == [rec("15")]
+        await c.drain()
+        assert len(fetch.calls) == 2 and not c._entries
+
+    run_virtual(scenario())
+
+
+def test_full_batches_leave_up_to_max_in_flight_a_partial_one_under_its_own_cap() -> None:
+    async def scenario() -> None:
+        fetch = FakeFetch()
+        c: Coalescer[str] = Coalescer(fetch, max_in_flight=3, partial_in_flight=1, window=1.0)
+        caller = spawn(c.get([str(n) for n in range(25)]))
+        first, second = await fetch.calls_made(2)  # both full batches at once
+        assert first.at == second.at == 0.0 and c.queued == 5
+        # Virtual time: the window passes, yet the partial batch keeps gathering while
+        # the partial cap (one fetch) is reached.
+        await asyncio.sleep(5.0)
+        assert len(fetch.calls) == 2 and c.queued == 5
+        first.answer()
+        await yield_to_tasks()
+        assert len(fetch.calls) == 2  # one fetch still runs: the cap of a partial batch
+        second.answer()
+        _, _, third = await fetch.calls_made(3)
+        assert third.ids == [str(n) for n in range(20, 25)] and third.at == 5.0
+        third.answer()
+        assert await caller == [rec(str(n)) for n in range(25)]
+
+    run_virtual(scenario())
+
+
 def test_batch_event_counts_the_asks_a_request_serves() -> None:
     async def scenario() -> None:
         fetch = FakeFetch()
@@ -469,7 +546,7 @@ def test_aclose_fails_waiting_callers_and_refuses_new_ones() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [{"window": -1}, {"window": float("nan")}, {"batch_size": 0}, {"batch_size": True},
-     {"max_in_flight": 0}, {"max_in_flight": 1.5}],
+     {"max_in_flight": 0}, {"max_in_flight": 1.5}, {"partial_in_flight": 0}],
 )
 def test_bad_arguments_are_refused(kwargs: dict[str, Any]) -> None:
     async def fetch(ids: list[str]) -> Fetched[str]:
@@ -488,9 +565,10 @@ def test_bad_arguments_are_refused(kwargs: dict[str, Any]) -> None:
     callers=st.integers(1, 40),
     cap=st.sampled_from([None, 1, 3]),
     cancel=st.booleans(),
+    big=st.booleans(),
 )
 def test_any_interleaving_keeps_every_guarantee(
-    seed: int, callers: int, cap: int | None, cancel: bool
+    seed: int, callers: int, cap: int | None, cancel: bool, big: bool
 ) -> None:
     """Random asks, latencies, failures and cancellations; every invariant checked.
 
@@ -528,7 +606,11 @@ def test_any_interleaving_keeps_every_guarantee(
             except ka.ServerError:
                 return "error"
 
-        asks = [rnd.choices(ids, k=rnd.randint(1, 6)) for _ in range(callers)]
+        # Big asks (whole batches of their own, besides the gathering one) or small ones.
+        asks = [
+            rnd.choices(ids, k=rnd.randint(1, 40 if big and rnd.random() < 0.3 else 6))
+            for _ in range(callers)
+        ]
         tasks = [loop.create_task(caller(a, rnd.uniform(0, 0.03))) for a in asks]
         doomed = [t for t in tasks if rnd.random() < 0.2]
         await asyncio.sleep(rnd.uniform(0, 0.04))

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import keyapi_async as ka
-from keyapi_async.pipeline.batching import id_batches
+from keyapi_async.pipeline.batching import id_batches, unique_ids
 from keyapi_async.pipeline.decoding import DETAIL_DECODER, RANKING_DECODER, decode_response
-from keyapi_async.pipeline.validation import ranking_query
+from keyapi_async.pipeline.validation import ranking_query, video_id
 
 pytestmark = pytest.mark.reliability
 
@@ -68,6 +68,34 @@ def test_ids_are_refused_or_batched_exactly(ids: list[Any], lazy: bool) -> None:
     unique = list(dict.fromkeys(str(v) for v in ids))
     assert flat == unique  # each unique id once, in first-seen order
     assert all(len(b) == 10 for b in batches[:-1])  # only the last batch may be short
+
+
+string_ids = st.one_of(
+    st.from_regex(r"[0-9]{1,20}", fullmatch=True).filter(lambda s: s.strip("0") != ""),
+    st.from_regex(r"0{1,3}|[0-9]{19,22}|[0-9]{1,3}[,\n ][0-9]{0,3}|,|", fullmatch=True),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(string_ids, max_size=40), st.booleans())
+def test_unique_ids_of_strings_agree_with_validating_each_id(
+    ids: list[str], as_tuple: bool
+) -> None:
+    """The strings' fast path (one expression over the ids joined) refuses exactly what
+    validating id by id refuses, with the same message, and keeps the same ids."""
+    source = tuple(ids) if as_tuple else ids
+
+    def one_by_one() -> list[str]:
+        return list(dict.fromkeys(video_id(v, i) for i, v in enumerate(ids)))
+
+    try:
+        expected: Any = one_by_one()
+    except ka.InvalidParameterError as exc:
+        with pytest.raises(ka.InvalidParameterError) as got:
+            unique_ids(source)
+        assert str(got.value) == str(exc)
+    else:
+        assert unique_ids(source) == expected
 
 
 @settings(
