@@ -149,3 +149,78 @@ async def test_a_finished_batch_is_yielded_while_a_slow_source_waits() -> None:
         batches = await asyncio.wait_for(consume(), timeout=60)
     assert events == ["source waits", "batch of 10", "source resumes", "batch of 10"]
     assert sorted(v.video_id for b in batches for v in b.videos) == sorted(ids)
+
+
+# -- a source that waits, or breaks, while the call is stopped (review findings) -------
+
+
+async def test_a_stop_without_grace_ends_a_wait_for_the_source_and_returns_what_it_took(
+) -> None:
+    """Ids 1-15 come, then the source waits for good: the stop set at the first batch ends
+    the call (it used to wait for the source forever), and the 5 ids taken but never
+    batched come back with ``sent=False``: every id taken is accounted for."""
+    stop = asyncio.Event()
+    async with FakeKeyAPI() as server:
+        ids = server.make_ids(15)
+        never = asyncio.Event()
+
+        async def source() -> AsyncIterator[str]:
+            for vid in ids:
+                yield vid
+            await never.wait()  # a queue with nothing new yet
+            yield server.make_ids(1)[0]
+
+        async with ka.KeyAPIClient(KEY, base_url=server.url, qps=500) as client:
+            batches = []
+
+            async def consume() -> None:
+                async for batch in client.iter_detail_batches(source(), stop=stop):
+                    batches.append(batch)
+                    stop.set()
+
+            # A guard, not a timing assertion: the old fan-out waited here forever.
+            await asyncio.wait_for(consume(), HANG)
+    sent = [i for b in batches if b.sent for i in b.ids]
+    given_back = [i for b in batches if not b.sent for i in b.ids]
+    assert sent == ids[:10]
+    assert given_back == ids[10:]
+    assert len(server.requests) == 1
+
+
+async def test_a_source_error_waits_for_the_paid_requests_on_the_wire() -> None:
+    """The source raises after 25 ids: the two requests already started finish and are
+    yielded (their credits are not thrown away), the 5 ids taken come back unsent, then
+    the source's error is raised."""
+    async with FakeKeyAPI(latency=0.05) as server:
+        ids = server.make_ids(25)
+
+        async def source() -> AsyncIterator[str]:
+            for vid in ids:
+                yield vid
+            raise ValueError("the feed broke")
+
+        async with ka.KeyAPIClient(KEY, base_url=server.url, qps=500) as client:
+            batches: list[ka.DetailBatch] = []
+            with pytest.raises(ValueError, match="the feed broke"):
+                async for batch in client.iter_detail_batches(source()):
+                    batches.append(batch)
+            stats = client.stats
+    assert sorted(i for b in batches if b.sent for i in b.ids) == sorted(ids[:20])
+    assert all(b.error is None for b in batches if b.sent)
+    assert [i for b in batches if not b.sent for i in b.ids] == ids[20:]
+    assert stats.cancelled_on_wire == 0
+    assert len(server.requests) == 2
+
+
+async def test_a_bad_id_mid_stream_keeps_the_batches_on_the_wire() -> None:
+    """A bad id in a plain iterator (read inline) is the same: requests already started
+    finish, the valid ids before it come back unsent, then the refusal is raised."""
+    async with FakeKeyAPI(latency=0.05) as server:
+        ids = server.make_ids(13)
+        async with ka.KeyAPIClient(KEY, base_url=server.url, qps=500) as client:
+            batches: list[ka.DetailBatch] = []
+            with pytest.raises(ka.InvalidParameterError):
+                async for batch in client.iter_detail_batches(iter([*ids, "not-an-id"])):
+                    batches.append(batch)
+    assert [i for b in batches if b.sent for i in b.ids] == ids[:10]
+    assert [i for b in batches if not b.sent for i in b.ids] == ids[10:]

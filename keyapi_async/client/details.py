@@ -138,52 +138,66 @@ class DetailCalls(AttemptPipeline):
         answered and charged them: counted in ``stats.cancelled_on_wire``).
 
         Ids from an async iterable are pulled while requests run: a batch that completes
-        is yielded at once, even while the source is still producing the next ids.
+        is yielded at once, even while the source is still producing the next ids. A stop
+        also ends a wait for the source; ids already taken from it come back in a batch
+        with ``sent=False``. If the source raises, the requests on the wire finish and are
+        yielded first, then its error is raised.
 
         The cache is bypassed unless ``use_cache`` (and the client has one): then ids it
         holds come back first in batches with ``attempts == 0`` (no request, no credit),
         the others are packed 10 a request, and every answer is stored in it.
         """
         grace = check_grace(stop_grace)
-        batches = id_batches(ids, dedupe=dedupe)
+        held: list[str] = []  # ids taken from the source, in no batch when it ended early
+        batches = id_batches(ids, dedupe=dedupe, held=held)
         if use_cache and self._cache is not None:
-            source = self._from_cache(batches, self._cache)
-            return self._fan_out(source, stop, store=True, grace=grace, pull_ahead=True)
+            source = self._from_cache(batches, self._cache, held)
+            return self._fan_out(
+                source, stop, store=True, grace=grace, pull_ahead=True, held=held
+            )
         return self._fan_out(
-            batches, stop, grace=grace, pull_ahead=isinstance(ids, AsyncIterable)
+            batches, stop, grace=grace, pull_ahead=isinstance(ids, AsyncIterable), held=held
         )
 
     async def _from_cache(
-        self, batches: AsyncGenerator[list[str], None], cache: Cache
+        self, batches: AsyncGenerator[list[str], None], cache: Cache, held: list[str]
     ) -> AsyncGenerator[list[str] | DetailBatch, None]:
-        """Serve the ids ``cache`` holds as ready batches; repack the others 10 a request."""
-        pending: list[str] = []
+        """Serve the ids ``cache`` holds as ready batches; repack the others 10 a request.
+
+        Ids not yet served or yielded when it ends early are added to ``held``."""
+        pending: list[str] = []  # every id taken and not yet yielded, the batch in lookup too
         seen = asked = 0
         try:
             async with aclosing(batches):
                 async for batch in batches:
                     seen += len(batch)
+                    pending.extend(batch)
                     hits = await self._cache_get(cache, DETAILS, "detail", batch)
                     if hits:
+                        del pending[len(pending) - len(batch):]
+                        pending.extend(i for i in batch if i not in hits)
                         known = [v for v in hits.values() if v is not None]
                         unknown = tuple(i for i, v in hits.items() if v is None)
                         yield DetailBatch(tuple(hits), known, unknown, attempts=0)
-                        pending.extend(i for i in batch if i not in hits)
-                    else:
-                        pending.extend(batch)
                     while len(pending) >= MAX_IDS_PER_REQUEST:
                         asked += MAX_IDS_PER_REQUEST
-                        yield pending[:MAX_IDS_PER_REQUEST]
+                        out = pending[:MAX_IDS_PER_REQUEST]
                         del pending[:MAX_IDS_PER_REQUEST]
+                        yield out
                 if pending:
                     asked += len(pending)
-                    yield pending
+                    out, pending = pending, []
+                    yield out
+        except BaseException:
+            held.extend(pending)
+            raise
         finally:
             self.stats.credits_saved += _requests(seen) - _requests(asked)
 
     async def _fan_out(
         self, batches: AsyncGenerator[_Batch, None], stop: asyncio.Event | None,
         store: bool = False, *, grace: float | None = None, pull_ahead: bool = False,
+        held: list[str] | None = None,
     ) -> AsyncGenerator[DetailBatch, None]:
         """Run one request per batch of valid ids, at most the in-flight cap at a time
         (a batch already answered, from the cache, passes through).
@@ -191,7 +205,12 @@ class DetailCalls(AttemptPipeline):
         ``pull_ahead``, for a source that may wait (an async iterable, a cache): the next
         batch is pulled by a task of the window, so batches that complete meanwhile are
         yielded without waiting for the source. A source that never waits (ids in a list)
-        is read inline: a task per batch would cost more than it could save."""
+        is read inline: a task per batch would cost more than it could save.
+
+        ``held`` is where the source leaves the ids it took but never batched when it ends
+        early (a stop, a fatal error, its own error): they are yielded with ``sent=False``.
+        An error of the source waits for the requests on the wire (paid for) and is raised
+        after them."""
         self._bind_loop()
         scope = CallScope(stop, grace)
         # Requests, plus the pull of the next batch and the tasks that wake the loop on a
@@ -199,6 +218,7 @@ class DetailCalls(AttemptPipeline):
         window: TaskWindow[Any] = TaskWindow()
         requests: dict[asyncio.Task[Any], tuple[list[str], Request]] = {}
         pull: asyncio.Task[_Batch | None] | None = None
+        source_error: BaseException | None = None
         async with aclosing(batches), window:
             scope.watch(window)
             try:
@@ -206,8 +226,10 @@ class DetailCalls(AttemptPipeline):
                 while True:
                     if scope.halted:
                         scope.halt({task: entry[1] for task, entry in requests.items()}, window)
-                        if scope.expired and pull is not None:
-                            pull.cancel()  # the source waited past the grace: it ends
+                        if pull is not None:
+                            # No more ids are pulled: a source waiting for its next id would
+                            # hold the call open; what it took comes back through ``held``.
+                            pull.cancel()
                     while (
                         not exhausted and pull is None and not scope.halted
                         and len(requests) < self._inflight.limit
@@ -220,14 +242,20 @@ class DetailCalls(AttemptPipeline):
                         except StopAsyncIteration:
                             exhausted = True
                             break
+                        except Exception as exc:  # the source's own error, or a bad id
+                            source_error, exhausted = exc, True
+                            break
                         self._spawn_batch(batch, window, requests, scope, store)
                     if not requests and pull is None:
                         break
                     task = await window.next_done()
                     if task is pull:
                         pull = None
-                        pulled = None if task.cancelled() else task.result()
-                        if pulled is None:
+                        if task.cancelled():
+                            exhausted = True
+                        elif (error := task.exception()) is not None:
+                            source_error, exhausted = error, True
+                        elif (pulled := task.result()) is None:
                             exhausted = True
                         else:
                             self._spawn_batch(pulled, window, requests, scope, store)
@@ -242,8 +270,12 @@ class DetailCalls(AttemptPipeline):
                         yield task.result()
             finally:
                 scope.close()
+        if held:
+            yield DetailBatch(tuple(held), sent=False)
         if scope.fatal is not None:
             raise scope.fatal
+        if source_error is not None:
+            raise source_error
 
     def _spawn_batch(
         self, batch: _Batch, window: TaskWindow[Any],

@@ -67,9 +67,15 @@ async def list_batches(
 
 
 async def id_batches(
-    ids: IdSource, *, size: int = MAX_IDS_PER_REQUEST, dedupe: bool = True
+    ids: IdSource, *, size: int = MAX_IDS_PER_REQUEST, dedupe: bool = True,
+    held: list[str] | None = None,
 ) -> AsyncGenerator[list[str], None]:
-    """Yield lists of at most ``size`` valid ids, each unique id once (when ``dedupe``)."""
+    """Yield lists of at most ``size`` valid ids, each unique id once (when ``dedupe``).
+
+    ``held``: when the generator ends early (closed, cancelled while it waits for the
+    source, or the source raised), the ids it had taken but not yet yielded are added
+    to it, so that a caller can account for every id taken from the source.
+    """
     _refuse_scalar(ids)
     if isinstance(ids, Collection):
         everything = unique_ids(ids) if dedupe else [video_id(v, i) for i, v in enumerate(ids)]
@@ -91,17 +97,23 @@ async def id_batches(
             seen.add(vid)
         batch.append(vid)
 
-    if isinstance(ids, AsyncIterable):
-        async for value in ids:
-            take(value)
-            if len(batch) == size:
-                yield batch
-                batch = []
-    else:
-        for value in ids:
-            take(value)
-            if len(batch) == size:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+    try:
+        if isinstance(ids, AsyncIterable):
+            async for value in ids:
+                take(value)
+                if len(batch) == size:
+                    out, batch = batch, []  # emptied first: a yielded batch is not held
+                    yield out
+        else:
+            for value in ids:
+                take(value)
+                if len(batch) == size:
+                    out, batch = batch, []
+                    yield out
+        if batch:
+            out, batch = batch, []
+            yield out
+    except BaseException:
+        if held is not None:
+            held.extend(batch)
+        raise
