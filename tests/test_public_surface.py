@@ -43,7 +43,11 @@ TESTING = ["DEFAULT_API_KEY", "FakeKeyAPI", "Faults", "RequestRecord", "ServerSt
 
 # module paths that round one's released docs named (git show d94efb9~1:docs/...): kept
 RELEASED_PATHS = [
-    "keyapi_async.redis_limiter.RedisRateLimiter",
+    # everything round one's keyapi_async.redis_limiter exported (its __all__)
+    *(f"keyapi_async.redis_limiter.{name}" for name in (
+        "KEY_PREFIX", "RateLimiterUnavailableError", "RedisRateLimiter", "budget_name",
+        "parse_shard", "shard_filter", "shard_of",
+    )),
     "keyapi_async.idset.CompactIdSet",
     "keyapi_async.cli.main",  # the console script's entry point
     "keyapi_async.testing.pytest_plugin",  # the pytest11 entry point

@@ -170,7 +170,7 @@ class Coalescer(Generic[R]):
             window passed); above it, it keeps gathering ids. Same forms; None: the same
             as ``max_in_flight``. (The client's lets such a batch leave only when no other
             waits for a rate limiter permit, and calls :meth:`wake` when one gets it.)
-        emit: Receives a :class:`~keyapi_async.events.BatchCoalesced` per batch sent.
+        emit: Receives a :class:`~keyapi_async.app.events.BatchCoalesced` per batch sent.
         cancel_abandoned: Called with a batch's fetch task when every caller of the batch
             has left; True cancels the fetch. None (the default): never, the batch runs to
             its end.

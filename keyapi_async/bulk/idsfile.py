@@ -49,7 +49,7 @@ MAX_LINE = 1 << 20
 #: Entries between two calls of the check's progress callback.
 PROGRESS_EVERY = 1 << 16
 
-#: What :func:`~keyapi_async.validation.video_id` accepts, as one C call per text: the
+#: What :func:`~keyapi_async.pipeline.validation.video_id` accepts, as one C call per text: the
 #: check's fast path (tests hold the two to the same answers).
 _VALID = re.compile(r"(?=[0-9]{1,20}\Z)0*[1-9][0-9]*").fullmatch
 

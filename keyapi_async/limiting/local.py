@@ -38,7 +38,7 @@ class LocalRateLimiter:
     too close. There is no burst at start-up or after a pause; permits are granted in
     FIFO order.
 
-    The pacing rate ``r`` comes from an :class:`~keyapi_async.adaptive.AdaptiveRate`:
+    The pacing rate ``r`` comes from an :class:`~keyapi_async.limiting.adaptive.AdaptiveRate`:
     with a number it is that number until a 429 (:meth:`on_throttle`) lowers it, after
     which it grows back, never above it; with ``"auto"`` it starts at 5 and doubles every
     second of use until the first 429, then settles below the limit the server enforces,

@@ -2,7 +2,7 @@
 
 Each endpoint has one module-level ``msgspec.json.Decoder`` typed to its envelope
 ``{code, message, data, requestId}``; a body is decoded exactly once on the fast path, then
-its records are finished by one page pass (:data:`keyapi_async.models.FINISHERS`).
+its records are finished by one page pass (:data:`keyapi_async.pipeline.models.FINISHERS`).
 
 Only when that decode fails (or the page pass refuses a nested JSON text) does anything
 else run, and what depends on the body:
@@ -10,7 +10,7 @@ else run, and what depends on the body:
 * not complete JSON (truncated or garbled in transit): :class:`DecodeError`, retried;
 * complete, with a non-zero code: the typed error of that code;
 * complete, with code 0: the answer was paid for and would come back the same, so it is
-  never retried for its content. :mod:`keyapi_async.salvage` repairs the text (raw control
+  never retried for its content. :mod:`keyapi_async.pipeline.salvage` repairs the text (raw control
   characters, lone UTF-16 surrogates, invalid UTF-8) and reads the records one by one,
   leniently where needed; records that cannot be decoded at all are returned in
   :attr:`Decoded.failed` (a ``data`` that is not a list at all raises
@@ -132,7 +132,7 @@ class Decoded(Generic[T]):
     """A success answer: its records, its request id, and the records it could not decode.
 
     ``failed`` is empty unless the fallback ran and found records that could not be decoded
-    at all (see :mod:`keyapi_async.salvage`); every record of ``data`` is in exactly one of
+    at all (see :mod:`keyapi_async.pipeline.salvage`); every record of ``data`` is in exactly one of
     ``records`` and ``failed``.
     """
 

@@ -4,7 +4,7 @@ Errors carry what the server told us (HTTP ``status``, envelope ``code``, ``mess
 ``request_id``) and a hint saying what to do. They never carry the API key: messages are
 built from the response, never from the request headers, and the transport removes the key
 from everything a server sends. Every message and request id passes through
-:func:`~keyapi_async.redaction.clean_text`: no control character, a bounded length.
+:func:`~keyapi_async.pipeline.redaction.clean_text`: no control character, a bounded length.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ msgspec decodes the upstream's stringly-typed JSON straight into these (lax mode
 ``"1024"`` into ``1024``, ``"false"`` into ``False`` and a unix-seconds string into an aware
 UTC ``datetime``, all in C). What msgspec cannot express is finished by one pass over the
 decoded page, :func:`finish_details` or :func:`finish_ranking`, which
-:mod:`keyapi_async.decoding` runs on every answer it returns:
+:mod:`keyapi_async.pipeline.decoding` runs on every answer it returns:
 
 * ``-99999`` (the upstream's "unknown") becomes ``None`` in every integer field, and in
   ``create_time`` (where it would read as unix seconds: a date in December 1969);
@@ -22,7 +22,7 @@ own msgspec decoder, gets msgspec's conversions only, not these.
 
 Unusual values never cost the answer (it was paid for and would come back the same). Only
 when the typed decode (or the page pass, for a nested text) refuses a record,
-:mod:`keyapi_async.salvage` reads it field by field:
+:mod:`keyapi_async.pipeline.salvage` reads it field by field:
 
 * text: a lone UTF-16 surrogate escape (``"\\ud83d"`` with no low half) and bytes that are
   not UTF-8 become U+FFFD;
@@ -230,7 +230,7 @@ def finish_categories(value: object) -> list[ProductCategory] | None:
     """One ``product_category_list`` as decoded (text, list or None) -> its list.
 
     Raises ValueError for text that is not a JSON list of categories: the typed decode has
-    failed that record, and :mod:`keyapi_async.salvage` reads it leniently.
+    failed that record, and :mod:`keyapi_async.pipeline.salvage` reads it leniently.
     """
     if value is None or isinstance(value, list):
         return value  # already decoded by msgspec

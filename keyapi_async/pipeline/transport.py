@@ -5,14 +5,14 @@ Retry-After, or raises the typed error of an answer it will not hand on:
 
 * no answer at all (refused, reset, timed out before the status line):
   :class:`APIConnectionError` with ``status`` None, or :class:`APIUnreachableError` once so
-  many came in a row that nothing can succeed (:mod:`keyapi_async.reachability`); a body
+  many came in a row that nothing can succeed (:mod:`keyapi_async.pipeline.reachability`); a body
   that broke off or cannot be decompressed after the status came: the same, with the status;
 * a 3xx: :class:`RedirectError`; redirects are never followed (the API never redirects, and
   following one would carry the key elsewhere and cost several requests per permit);
 * a 407 from a proxy, to an https tunnel's CONNECT or to a plain-http request:
   :class:`ProxyAuthenticationError` (fatal: every request through it would be refused);
 * a body over ``max_response_bytes``, as sent or decompressed: :class:`ResponseTooLargeError`
-  (see :mod:`keyapi_async.bodies`; memory stays bounded).
+  (see :mod:`keyapi_async.pipeline.bodies`; memory stays bounded).
 
 Server text enters the SDK here and only here, so the API key (and a proxy password) is
 removed here, from bodies, headers and network error texts (:class:`Redactor`). No error

@@ -1,11 +1,11 @@
 """A throwaway redis-server for tests and benchmarks (tests/redis, benchmarks/redis_workers),
 and :func:`record_slots`, what shows that RedisRateLimiters shared one schedule.
 
-Guarantee: :func:`redis_server` yields only once the server has answered ``PING`` on a
-free 127.0.0.1 port, and the process is gone when the ``with`` block exits, however it
-exits. Readiness is probed (bounded), never waited for with a fixed sleep. The server
-keeps nothing on disk (no RDB snapshots, no AOF), in a temporary directory of its own
-unless given one. Standard library only, like the rest of ``keyapi_async.testing``.
+Guarantee: :func:`redis_server` yields only once the server answered as itself (``INFO``
+names its process) on a free 127.0.0.1 port, and the process is gone when the ``with``
+block exits, however it exits. Readiness is probed (bounded), never waited for with a
+fixed sleep. The server keeps nothing on disk (no RDB snapshots, no AOF), in a temporary
+directory of its own unless given one. Standard library only, like the rest of ``keyapi_async.testing``.
 """
 
 from __future__ import annotations
@@ -58,11 +58,19 @@ def _free_port() -> int:
         return port
 
 
-def _answers_ping(port: int) -> bool:
+def _answers_ping(port: int, pid: int) -> bool:
+    """Whether the server on ``port`` answers, and is process ``pid`` (``INFO server``
+    names it): a server someone else started on the port meanwhile is not ours."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
+            sock.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"process_id:" not in reply or not reply.endswith(b"\r\n\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            return f"process_id:{pid}\r\n".encode() in reply
     except OSError:
         return False
 
@@ -79,7 +87,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _start(exe: str, directory: str) -> tuple[subprocess.Popen[bytes], int] | None:
-    """Start on a free port and probe until PING answers; None if it exited (port taken)."""
+    """Start on a free port and probe until it answers as itself; None if it exited
+    (the port was taken)."""
     port = _free_port()
     proc = subprocess.Popen(
         [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
@@ -88,7 +97,7 @@ def _start(exe: str, directory: str) -> tuple[subprocess.Popen[bytes], int] | No
     )
     deadline = time.monotonic() + _START_TIMEOUT
     try:
-        while not _answers_ping(port):
+        while not _answers_ping(port, proc.pid):
             if proc.poll() is not None:
                 return None
             if time.monotonic() > deadline:

@@ -1,5 +1,5 @@
 """The throwaway redis-server helper (tests/redis and benchmarks/redis_workers share it):
-ready means it answers PING, and the process is gone after the block however it ends."""
+ready means it answers as itself (INFO names its process), and the process is gone after the block however it ends."""
 
 from __future__ import annotations
 
@@ -68,3 +68,13 @@ def test_found_in_usr_bin_when_not_on_path(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(_redis_server, "_FALLBACK", str(fake))
     assert find_redis_server() == str(fake)
+
+
+@needs_redis
+def test_a_server_that_is_not_ours_is_not_taken_for_ours(tmp_path: Path) -> None:
+    """Readiness asks the server its process id: a redis that someone else started on the
+    port (the race between picking a free port and binding it) is not handed out."""
+    with redis_server(tmp_path) as server:
+        port = int(server.url.removeprefix("redis://").removesuffix("/0").split(":")[1])
+        assert _redis_server._answers_ping(port, server.process.pid)
+        assert not _redis_server._answers_ping(port, server.process.pid + 1)
