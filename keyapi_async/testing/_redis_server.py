@@ -5,7 +5,8 @@ Guarantee: :func:`redis_server` yields only once the server answered as itself (
 names its process) on a free 127.0.0.1 port, and the process is gone when the ``with``
 block exits, however it exits. Readiness is probed (bounded), never waited for with a
 fixed sleep. The server keeps nothing on disk (no RDB snapshots, no AOF), in a temporary
-directory of its own unless given one. Standard library only, like the rest of ``keyapi_async.testing``.
+directory of its own unless given one. Standard library only, like the rest of
+``keyapi_async.testing``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The throwaway redis-server helper (tests/redis and benchmarks/redis_workers share it):
-ready means it answers as itself (INFO names its process), and the process is gone after the block however it ends."""
+ready means it answers as itself (INFO names its process), and the process is gone after
+the block however it ends."""
 
 from __future__ import annotations
 
