@@ -82,7 +82,9 @@ class DetailCalls(AttemptPipeline):
     ) -> DetailBatch:
         """One detail request, as a DetailBatch; ``store``: keep the answer in the cache."""
         try:
-            videos, missing, failed, request_id = await self._detail_answer(ids, request, store)
+            decoded = await self._request(
+                DETAIL_PATH, {"video_ids": ",".join(ids)}, self._decode_detail, request
+            )
         except Aborted:
             return DetailBatch(tuple(ids), sent=False, attempts=request.attempts)
         except KeyAPIError as exc:
@@ -94,20 +96,6 @@ class DetailCalls(AttemptPipeline):
                 tuple(ids), error=exc, attempts=request.attempts,
                 rate_limited=request.rate_limited, request_id=exc.request_id,
             )
-        return DetailBatch(
-            tuple(ids), videos, missing, attempts=request.attempts,
-            rate_limited=request.rate_limited, request_id=request_id, failed=failed,
-        )
-
-    async def _detail_answer(
-        self, ids: list[str], request: Request, store: bool
-    ) -> tuple[list[VideoDetail], tuple[str, ...], dict[str, str], str | None]:
-        """One detail request's records (asked ids only, once each), the ids the API did
-        not know, those whose record failed to decode (and why), and the request id; the
-        request's error is raised. ``store``: keep the answer in the cache."""
-        decoded = await self._request(
-            DETAIL_PATH, {"video_ids": ",".join(ids)}, self._decode_detail, request
-        )
         videos, request_id = decoded.records, decoded.request_id
         found = {v.video_id for v in videos}
         failed = failed_ids(ids, found, decoded.failed) if decoded.failed else {}
@@ -129,7 +117,10 @@ class DetailCalls(AttemptPipeline):
             entries: dict[str, VideoDetail | None] = dict.fromkeys(missing)
             entries.update((v.video_id, v) for v in videos if v.video_id is not None)
             await self._cache.set_many(DETAILS, entries)
-        return videos, missing, failed, request_id
+        return DetailBatch(
+            tuple(ids), videos, missing, attempts=request.attempts,
+            rate_limited=request.rate_limited, request_id=request_id, failed=failed,
+        )
 
     def iter_detail_batches(
         self, ids: IdSource, *, dedupe: bool = True, stop: asyncio.Event | None = None,
@@ -360,24 +351,15 @@ class DetailCalls(AttemptPipeline):
         task = asyncio.current_task()
         assert task is not None
         self._coalesced[task] = request
-        # The answer is unpacked here, not through a DetailBatch (a frozen dataclass costs
-        # a few µs a request); the outcomes map as _detail_batch maps them.
-        error: KeyAPIError
         try:
-            videos, _, failed, request_id = await self._detail_answer(ids, request, True)
-        except Aborted:  # halted before it went out
-            error = scope.fatal or closed_error()
-        except KeyAPIError as exc:
-            # Refused before it was ever sent (credit budget, closed client): the scope's
-            # fatal error, as for an aborted request.
-            error = (scope.fatal or closed_error()) if exc.fatal and not request.attempts else exc
-        else:
-            if failed:
-                warn_skipped("ids", list(failed), failed, request_id)
-            return Fetched({v.video_id: v for v in videos if v.video_id is not None})
+            batch = await self._detail_batch(ids, request, store=True)
         finally:
             del self._coalesced[task]
-        # Raised outside the except blocks, as an error the pipeline raised itself.
+        if batch.sent and batch.error is None:
+            if batch.failed:
+                warn_skipped("ids", list(batch.failed), batch.failed, batch.request_id)
+            return Fetched({v.video_id: v for v in batch.videos if v.video_id is not None})
+        error = batch.error or scope.fatal or closed_error()
         if error.fatal and self._app_scope is scope:
             self._app_scope = CallScope()
         raise error
