@@ -71,7 +71,6 @@ class LocalRateLimiter:
         #: The adaptive rate; pass your own ``control`` to tune its parameters.
         self.control = control or AdaptiveRate(ceiling, start=start)
         self._lock = asyncio.Lock()
-        self._queued = 0  # acquires in the locked path: waiting for the lock or a slot
         self._slot: float | None = None  # when the last permit was allowed (its slot)
         self._granted = 0.0  # when the last permit was granted
         self._interval = 0.0  # the average gap at the rate of the last computation
@@ -111,25 +110,6 @@ class LocalRateLimiter:
     async def acquire(self) -> None:
         """Wait for the next slot (FIFO), honouring any pause and the current rate."""
         loop = asyncio.get_running_loop()
-        if not self._queued and self._slot is not None:
-            # Nobody waits or holds the lock and the slot has come: grant it here, with no
-            # await between the check and the grant (so no other task can interleave), and
-            # skip the lock's cost. Same arithmetic as below with a wait of zero.
-            now = loop.time()
-            slot = self._next_slot(now)
-            if now >= slot:
-                if now > slot:
-                    self.control.idle(now - slot, now)  # nobody wanted the rate meanwhile
-                self._slot = slot
-                self._granted = now
-                return
-        self._queued += 1
-        try:
-            await self._acquire_queued(loop)
-        finally:
-            self._queued -= 1
-
-    async def _acquire_queued(self, loop: asyncio.AbstractEventLoop) -> None:
         async with self._lock:
             now = loop.time()
             slot = self._next_slot(now)
