@@ -17,6 +17,10 @@ Each round yields CPU µs per request and requests per second for every client; 
 section reports medians, the spread (min-max over rounds) and the ratio to the bare loop
 taken within each round (paired: a busy second hits both sides of a pair alike).
 
+``python -m benchmarks.overhead --layers [-n ROUNDS]`` peels the SDK's path one layer at a
+time, all interleaved with the bare loop in one process (see :func:`layers`): what each
+layer costs where it runs, which a profiler cannot say (see below).
+
 ``python -m benchmarks.overhead --profile sdk|bare [-n N]`` only runs N calls of one
 client under pyinstrument and prints the call tree and the flat list of frames (the
 ``bench`` extra installs it): where the client's time goes. Pyinstrument samples the wall
@@ -207,6 +211,93 @@ def run(quick: bool) -> SectionResult:
     return result
 
 
+def layers(rounds: int) -> None:
+    """Build the SDK's path up layer by layer, each interleaved with the bare loop; print
+    CPU µs per request, and CPU and throughput over the bare loop's paired by round.
+
+    Every row fetches the same 3,000 ids 10 a request, 16 at a time; each adds one layer
+    to the row above: the SDK's session and ``Transport.get`` (redaction, the capped body
+    read) with the same msgspec decoder as the bare loop; the typed decode with the page
+    pass (``decode_response``); the attempt pipeline (``_request``: in-flight slot,
+    limiter, accounting, retry wrapper); the detail accounting (``_detail_batch``); the
+    whole call without, then with, the coalescer. The middle rows call the client's
+    internals (``client/attempts.py``, ``client/details.py``): a diagnostic, kept in step
+    with them, not an API.
+    """
+    from keyapi_async.client.attempts import CallScope, Request
+
+    data = SyntheticData(seed=0, known_ratio=0.9, ranking_length=0)
+    ids = data.make_ids(3000)
+    expected = sum(data.is_known(i) for i in ids)
+    loop = asyncio.new_event_loop()
+
+    def gathered(one: Callable[[str], Awaitable[int]], capped: bool = True) -> Fetch:
+        async def fetch(ids: Sequence[str]) -> int:
+            sem = asyncio.Semaphore(CONCURRENCY)
+
+            async def slot(joined: str) -> int:
+                if not capped:  # the pipeline's own in-flight cap limits it
+                    return await one(joined)
+                async with sem:
+                    return await one(joined)
+
+            return sum(await asyncio.gather(*(slot(b) for b in _batches(ids))))
+
+        return fetch
+
+    try:
+        with fake_server() as server:
+            client, plain, session, hclient = loop.run_until_complete(_open_clients(server.url))
+            transport = client._transport
+
+            async def raw(joined: str) -> int:
+                answer = await transport.get(DETAIL_PATH, {"video_ids": joined})
+                return len(DETAIL_DECODER.decode(answer.body).data or ())
+
+            async def typed(joined: str) -> int:
+                answer = await transport.get(DETAIL_PATH, {"video_ids": joined})
+                return len(client._decode_detail(answer).records)
+
+            async def request(joined: str) -> int:
+                decoded = await client._request(
+                    DETAIL_PATH, {"video_ids": joined}, client._decode_detail,
+                    Request(CallScope()),
+                )
+                return len(decoded.records)
+
+            async def batch(joined: str) -> int:
+                answer = await client._detail_batch(joined.split(","), Request(CallScope()))
+                return len(answer.videos)
+
+            fetches: dict[str, Fetch] = {
+                BARE: bare_fetch(session, server.url + DETAIL_PATH),
+                "+ SDK session, Transport.get": gathered(raw),
+                "+ typed decode, page pass": gathered(typed),
+                "+ attempt pipeline (_request)": gathered(request, capped=False),
+                "+ detail accounting (_detail_batch)": gathered(batch, capped=False),
+                "+ video_details, coalesce=False": sdk_fetch(plain),
+                "+ coalescer (the default)": sdk_fetch(client),
+            }
+            try:
+                timers = {n: _measure(loop, f, ids, expected) for n, f in fetches.items()}
+                for timer in timers.values():
+                    timer()
+                samples = interleave(timers, rounds)
+            finally:
+                for closing in (client.aclose(), plain.aclose(), session.close(),
+                                hclient.aclose()):
+                    loop.run_until_complete(closing)
+    finally:
+        loop.close()
+    print(f"{rounds} rounds; medians; ratios paired by round")
+    print(f"{'layers':38} {'CPU µs/req':>10} {'CPU/bare':>9} {'thr/bare':>9}")
+    for name in fetches:
+        cpu = statistics.median(samples[name]["cpu_us_per_request"])
+        cpu_ratio = statistics.median(_paired(samples, name, "cpu_us_per_request"))
+        throughput = statistics.median(_paired(samples, name, "requests_per_s"))
+        print(f"{name:38} {cpu:10.0f} {cpu_ratio:9.3f} {throughput:9.3f}")
+
+
 def profile(which: str, calls: int) -> None:
     """Run ``calls`` calls of one client (after a warm-up) under pyinstrument; print."""
     from pyinstrument import Profiler
@@ -241,7 +332,12 @@ def profile(which: str, calls: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead")
-    parser.add_argument("--profile", choices=("sdk", "plain", "bare"), required=True)
-    parser.add_argument("-n", type=int, default=10, help="calls of 3,000 ids")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--profile", choices=("sdk", "plain", "bare"))
+    mode.add_argument("--layers", action="store_true", help="the cost of each layer")
+    parser.add_argument("-n", type=int, help="calls of 3,000 ids (10), or rounds (41)")
     args = parser.parse_args()
-    profile(args.profile, args.n)
+    if args.layers:
+        layers(args.n or 41)
+    else:
+        profile(args.profile, args.n or 10)
