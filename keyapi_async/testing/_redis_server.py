@@ -59,7 +59,7 @@ def _free_port() -> int:
         return port
 
 
-def _answers_ping(port: int, pid: int) -> bool:
+def _answers_as(port: int, pid: int) -> bool:
     """Whether the server on ``port`` answers, and is process ``pid`` (``INFO server``
     names it): a server someone else started on the port meanwhile is not ours."""
     try:
@@ -98,11 +98,11 @@ def _start(exe: str, directory: str) -> tuple[subprocess.Popen[bytes], int] | No
     )
     deadline = time.monotonic() + _START_TIMEOUT
     try:
-        while not _answers_ping(port, proc.pid):
+        while not _answers_as(port, proc.pid):
             if proc.poll() is not None:
                 return None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer PING on port {port}")
+                raise RuntimeError(f"redis-server did not answer on port {port}")
             time.sleep(0.02)  # a poll interval, not a guess at how long startup takes
     except BaseException:
         _stop(proc)

@@ -77,5 +77,5 @@ def test_a_server_that_is_not_ours_is_not_taken_for_ours(tmp_path: Path) -> None
     port (the race between picking a free port and binding it) is not handed out."""
     with redis_server(tmp_path) as server:
         port = int(server.url.removeprefix("redis://").removesuffix("/0").split(":")[1])
-        assert _redis_server._answers_ping(port, server.process.pid)
-        assert not _redis_server._answers_ping(port, server.process.pid + 1)
+        assert _redis_server._answers_as(port, server.process.pid)
+        assert not _redis_server._answers_as(port, server.process.pid + 1)
